@@ -1,0 +1,147 @@
+"""The one settings object, read from ``CELREC_*`` environment variables.
+
+Every setting is documented here (the ``description``) and in the README's settings table.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CELREC_"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Backends
+    event_log: Literal["embedded", "kafka"] = Field(
+        "embedded", description="event log backend: in-process log or Kafka"
+    )
+    state_store: Literal["embedded", "redis"] = Field(
+        "embedded", description="state store backend: in-process store or Redis"
+    )
+
+    # Kafka
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="comma-separated host:port list of Kafka brokers"
+    )
+    kafka_api_version: str = Field(
+        "auto", description="Kafka protocol version, e.g. 0.9 for old brokers; auto detects"
+    )
+    kafka_events_topic: str = Field("events", min_length=1, description="topic of events")
+    kafka_dead_letter_topic: str = Field(
+        "events.dlq", min_length=1, description="topic of undecodable or invalid messages"
+    )
+    kafka_consumer_group: str = Field(
+        "celrec-trainer", min_length=1, description="consumer group of the trainer"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol"
+    )
+    kafka_sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-256")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for Kafka TLS")
+    produce_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="how long POST /events waits for the log's ack"
+    )
+
+    # Redis
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss:// for TLS)"
+    )
+    state_prefix: str = Field(
+        "celrec", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="prefix of every state-store key",
+    )
+
+    # Embedded event log
+    embedded_log_capacity: int = Field(
+        1_000_000, ge=1000, description="max unconsumed messages the embedded log holds"
+    )
+    embedded_log_partitions: int = Field(
+        4, ge=1, le=256, description="partitions of each embedded topic"
+    )
+
+    # Ingestion
+    ingest_max_batch: int = Field(
+        1000, ge=1, le=100_000, description="max events in one POST /events"
+    )
+    ingest_max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="max request body size of POST /events"
+    )
+
+    # Trainer
+    batch_max_events: int = Field(1024, ge=1, le=1_000_000, description="micro-batch size")
+    batch_max_wait_ms: int = Field(
+        200, ge=1, le=60_000, description="max wait to fill a micro-batch"
+    )
+    dedup_window: int = Field(
+        1_000_000, ge=0, description="how many recent event ids are remembered for dedup"
+    )
+    device: str = Field("auto", description="torch device: auto, cpu, cuda or cuda:N")
+    model: Literal["mf", "deepfm", "saml", "dupn"] = Field(
+        "mf", description="interaction model the trainer learns"
+    )
+    embedding_dim: int = Field(32, ge=1, le=1024, description="embedding dimension")
+    user_clusters: int = Field(256, ge=1, le=1_000_000, description="user cluster budget")
+    item_clusters: int = Field(256, ge=1, le=1_000_000, description="item cluster budget")
+    learning_rate: float = Field(0.05, gt=0, le=10, description="trainer learning rate")
+    seed: int = Field(0, description="random seed of model initialisation")
+
+    # Service
+    host: str = Field("127.0.0.1", description="address the HTTP service binds")
+    port: int = Field(8000, ge=1, le=65535, description="port the HTTP service binds")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="log level"
+    )
+
+    @field_validator("kafka_api_version")
+    @classmethod
+    def _api_version(cls, value: str) -> str:
+        if value != "auto":
+            parse_api_version(value)
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        head, _, index = value.partition(":")
+        if head not in {"auto", "cpu", "cuda"} or (index and not index.isdigit()):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @property
+    def kafka_api_version_tuple(self) -> tuple[int, ...] | None:
+        if self.kafka_api_version == "auto":
+            return None
+        return parse_api_version(self.kafka_api_version)
+
+
+def parse_api_version(value: str) -> tuple[int, ...]:
+    try:
+        parts = tuple(int(p) for p in value.split("."))
+    except ValueError:
+        raise ValueError("must be 'auto' or dotted numbers such as 0.9 or 2.8.1") from None
+    if not 1 <= len(parts) <= 3:
+        raise ValueError("must be 'auto' or dotted numbers such as 0.9 or 2.8.1")
+    return parts
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (plus overrides); errors name the variable at fault."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None

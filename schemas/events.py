@@ -1,0 +1,81 @@
+"""The interaction event: what clients post and what flows through the event log."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ContextValue = Annotated[str, StringConstraints(max_length=128)]
+
+MAX_CONTEXT_ENTRIES = 16
+# Events older than this are data-entry mistakes, not interactions (MovieLens starts in 1995).
+EARLIEST_TIMESTAMP = datetime(1990, 1, 1, tzinfo=UTC)
+MAX_CLOCK_SKEW = timedelta(days=1)
+
+
+class EventType(StrEnum):
+    impression = "impression"
+    view = "view"
+    click = "click"
+    like = "like"
+    favorite = "favorite"
+    add_to_cart = "add_to_cart"
+    purchase = "purchase"
+    rating = "rating"
+
+
+class Event(BaseModel):
+    """One user-item interaction. ``value`` is the label: 1/0 for click/no-click, the rating."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier | None = None
+    user_id: Identifier
+    item_id: Identifier
+    event_type: EventType = EventType.click
+    value: float = 1.0
+    scenario: Identifier = "default"
+    timestamp: datetime | None = None
+    context: dict[ContextKey, ContextValue] = Field(
+        default_factory=dict, max_length=MAX_CONTEXT_ENTRIES
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _plausible_time(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if value < EARLIEST_TIMESTAMP:
+            raise ValueError(f"must not be before {EARLIEST_TIMESTAMP.date().isoformat()}")
+        if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("must not be more than one day in the future")
+        return value
+
+    def completed(self, now: datetime | None = None) -> Event:
+        """The event with the server-assigned defaults filled in (id and time)."""
+        updates: dict[str, object] = {}
+        if self.event_id is None:
+            updates["event_id"] = uuid.uuid4().hex
+        if self.timestamp is None:
+            updates["timestamp"] = now or datetime.now(UTC)
+        return self.model_copy(update=updates) if updates else self
+
+    @property
+    def is_binary(self) -> bool:
+        return self.event_type is not EventType.rating
