@@ -84,7 +84,12 @@ class Settings(BaseSettings):
         200, ge=1, le=60_000, description="max wait to fill a micro-batch"
     )
     dedup_window: int = Field(
-        1_000_000, ge=0, description="how many recent event ids are remembered for dedup"
+        100_000, ge=0, description="how many recent event ids are remembered for dedup"
+    )
+    checkpoint_interval_s: float = Field(
+        1.0, ge=0, le=3600,
+        description="seconds between trainer checkpoints (0: after every batch); "
+        "offsets are committed only after a checkpoint stores the batches' effect",
     )
     device: str = Field("auto", description="torch device: auto, cpu, cuda or cuda:N")
     model: Literal["mf", "deepfm", "saml", "dupn"] = Field(

@@ -4,8 +4,9 @@ Keys (``{p}`` is the configured prefix, default ``celrec``):
 
 | key | value |
 |---|---|
-| ``{p}:trainer:progress`` | JSON :class:`schemas.api.TrainerProgress`, written with each batch's state |
-| ``{p}:model:current`` | the current model version (ASCII integer): the one pointer readers follow |
+| ``{p}:trainer:progress`` | JSON :class:`schemas.api.TrainerProgress` of the last checkpoint |
+| ``{p}:trainer:state:{name}`` | one blob of the trainer's checkpoint (model state, dedup window) |
+| ``{p}:model:current`` | the current model version (ASCII integer), the pointer readers follow |
 | ``{p}:model:v{version}:meta`` | JSON metadata of that version |
 | ``{p}:model:v{version}:array:{name}`` | one array in :func:`encode_array` format |
 | ``{p}:user:{user_id}:seen`` | list of recent item ids of that user, newest first (bounded) |
@@ -84,6 +85,9 @@ class StateKeys:
     @property
     def trainer_progress(self) -> str:
         return f"{self.prefix}:trainer:progress"
+
+    def trainer_state(self, name: str) -> str:
+        return f"{self.prefix}:trainer:state:{name}"
 
     @property
     def model_current(self) -> str:

@@ -1,0 +1,17 @@
+"""``celrec serve``: the HTTP service alone, against the configured backends."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from celrec.backends import make_event_log, make_state_store
+from celrec.logs import configure_logging
+from celrec.settings import Settings
+from service.app import build_state, create_app
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.log_level)
+    app = create_app(build_state(settings, make_event_log(settings), make_state_store(settings)))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    return 0

@@ -1,0 +1,38 @@
+"""``celrec train``: the streaming trainer as its own process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from celrec.backends import make_event_log, make_state_store
+from celrec.logs import configure_logging
+from celrec.settings import Settings
+from trainer.learner import make_learner
+from trainer.stream import StreamTrainer
+
+log = logging.getLogger(__name__)
+
+
+def start_trainer_thread(trainer: StreamTrainer, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=trainer.run, args=(stop,), name="celrec-trainer",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def train(settings: Settings, max_seconds: float | None = None) -> int:
+    configure_logging(settings.log_level)
+    event_log, store = make_event_log(settings), make_state_store(settings)
+    trainer = StreamTrainer(settings, event_log, store, make_learner(settings))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    thread = start_trainer_thread(trainer, stop)
+    thread.join(timeout=max_seconds)
+    stop.set()
+    thread.join()
+    trainer.close()
+    log.info("trainer stopped after %d events", trainer.progress.events_applied)
+    return 0

@@ -1,0 +1,229 @@
+"""The streaming trainer: micro-batches from the event log into the model, at least once.
+
+Per micro-batch: decode and validate every message (bad ones go to the dead-letter topic
+with a reason), drop event ids already applied (bounded window), let the learner learn.
+At each checkpoint the model state, the dedup window, the counters and the offsets they
+reflect are written to the state store in one atomic put; only then are the offsets
+committed to the log. On start the trainer restores the checkpoint and seeks to its
+offsets, so a crash replays exactly the events the stored state does not contain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from celrec.backends import (
+    BackendUnavailable,
+    EventConsumer,
+    EventLog,
+    EventProducer,
+    LogRecord,
+    StateStore,
+    TopicPartition,
+)
+from celrec.settings import Settings
+from schemas.api import TrainerProgress
+from schemas.events import Event
+from schemas.messages import DeadLetter, MessageDecodeError, decode_event
+from schemas.state import StateKeys
+from trainer.dedup import DedupWindow
+from trainer.learner import Learner
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEDUP_BLOB = "dedup_window"
+RETRY_BACKOFF_S = 0.5
+
+
+def _tp_name(tp: TopicPartition) -> str:
+    return f"{tp[0]}:{tp[1]}"
+
+
+def _tp_parse(name: str) -> TopicPartition:
+    topic, _, partition = name.rpartition(":")
+    return topic, int(partition)
+
+
+@dataclass
+class BatchReport:
+    records: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    seconds: float = 0.0
+    checkpointed: bool = False
+
+
+class StreamTrainer:
+    def __init__(self, settings: Settings, event_log: EventLog, store: StateStore,
+                 learner: Learner):
+        self.settings = settings
+        self.store = store
+        self.learner = learner
+        self.keys = StateKeys(settings.state_prefix)
+        self.dedup = DedupWindow(settings.dedup_window)
+        self.progress = TrainerProgress()
+        self.consumer: EventConsumer = event_log.consumer(
+            [settings.kafka_events_topic], settings.kafka_consumer_group
+        )
+        self.producer: EventProducer = event_log.producer()
+        self._positions: dict[TopicPartition, int] = {}
+        self._last_checkpoint = time.monotonic()
+        self._dirty = False
+        self._stop = threading.Event()
+        self._restore()
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _restore(self) -> None:
+        raw = self._retry(lambda: self.store.get(self.keys.trainer_progress), "load progress")
+        if raw is None:
+            self._positions = self.consumer.position()
+            return
+        self.progress = TrainerProgress.model_validate_json(raw)
+        names = [*self.learner.blob_names, DEDUP_BLOB]
+        blobs = self._retry(
+            lambda: self.store.get_many([self.keys.trainer_state(n) for n in names]),
+            "load checkpoint",
+        )
+        state = {n: b for n, b in zip(names, blobs, strict=True) if b is not None}
+        self.learner.restore(state)
+        if state.get(DEDUP_BLOB):
+            self.dedup.restore(state[DEDUP_BLOB].decode("utf-8").split("\n"))
+        offsets = {_tp_parse(k): v for k, v in self.progress.offsets.items()}
+        self.consumer.seek(offsets)
+        self._positions = {**self.consumer.position(), **offsets}
+        log.info("trainer resumed from checkpoint: %d events applied, offsets %s",
+                 self.progress.events_applied, self.progress.offsets)
+
+    def checkpoint(self) -> None:
+        """Store the model, dedup window, counters and offsets atomically; then commit."""
+        self.progress.offsets = {_tp_name(tp): off for tp, off in self._positions.items()}
+        self.progress.updated_at = time.time()
+        values = {self.keys.trainer_state(n): b for n, b in self.learner.state().items()}
+        values[self.keys.trainer_state(DEDUP_BLOB)] = "\n".join(self.dedup.export()).encode()
+        values[self.keys.trainer_progress] = self.progress.model_dump_json().encode()
+        self._retry(lambda: self.store.put(values), "store checkpoint")
+        try:
+            self.consumer.commit(dict(self._positions))
+        except Exception as exc:  # harmless: the stored checkpoint carries the offsets
+            log.warning("offset commit failed (checkpoint holds them): %s", exc)
+        self._last_checkpoint = time.monotonic()
+        self._dirty = False
+
+    # -- the loop ----------------------------------------------------------------------
+    def _retry(self, action: Callable[[], T], what: str) -> T:
+        """Run ``action`` until the backend answers (or the trainer stops): no work is lost."""
+        while True:
+            try:
+                return action()
+            except BackendUnavailable as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("%s failed, retrying: %s", what, exc)
+                time.sleep(RETRY_BACKOFF_S)
+
+    def _poll_batch(self) -> list[LogRecord]:
+        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+        records: list[LogRecord] = []
+        while len(records) < self.settings.batch_max_events:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and records:
+                break
+            got = self.consumer.poll(
+                self.settings.batch_max_events - len(records), max(remaining, 0.0)
+            )
+            records.extend(got)
+            if not got and remaining <= 0:
+                break
+        return records
+
+    def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        messages = [(None, letter.encode()) for letter in letters]
+        self._retry(
+            lambda: self.producer.send(
+                self.settings.kafka_dead_letter_topic, messages, self.settings.produce_timeout_s
+            ),
+            "dead-letter",
+        )
+
+    def process(self, records: list[LogRecord]) -> BatchReport:
+        started = time.perf_counter()
+        report = BatchReport(records=len(records))
+        events: list[Event] = []
+        letters: list[DeadLetter] = []
+        batch_ids: set[str] = set()
+        for record in records:
+            try:
+                event = decode_event(record.value).event
+            except MessageDecodeError as exc:
+                letters.append(DeadLetter(exc.reason, record.topic, record.partition,
+                                          record.offset, record.value))
+                continue
+            assert event.event_id is not None
+            if event.event_id in self.dedup or event.event_id in batch_ids:
+                report.duplicates += 1
+                continue
+            batch_ids.add(event.event_id)
+            events.append(event)
+        if letters:
+            self._dead_letter(letters)
+            report.dead_lettered = len(letters)
+        if events:
+            self.learner.learn(events)
+            for event in events:
+                self.dedup.add(event.event_id)  # type: ignore[arg-type]
+        report.applied = len(events)
+        for record in records:
+            tp = (record.topic, record.partition)
+            self._positions[tp] = max(self._positions.get(tp, 0), record.offset + 1)
+        self.progress.events_applied += report.applied
+        self.progress.duplicates_skipped += report.duplicates
+        self.progress.dead_lettered += report.dead_lettered
+        self.progress.batches += 1 if records else 0
+        self._dirty = self._dirty or bool(records)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def run_once(self) -> BatchReport:
+        report = self.process(self._poll_batch())
+        due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
+        if self._dirty and due:
+            self.checkpoint()
+            report.checkpointed = True
+        return report
+
+    def run(self, stop: threading.Event) -> None:
+        self._stop = stop
+        log.info("trainer consuming %s", self.settings.kafka_events_topic)
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except BackendUnavailable as exc:
+                log.warning("trainer backend unavailable: %s", exc)
+                time.sleep(RETRY_BACKOFF_S)
+        if self._dirty:
+            try:
+                self.checkpoint()
+            except BackendUnavailable as exc:
+                log.warning("final checkpoint failed; the log will be replayed: %s", exc)
+
+    def lag(self) -> dict[str, int]:
+        ends = self.consumer.end_offsets()
+        return {_tp_name(tp): end - self._positions.get(tp, 0) for tp, end in ends.items()}
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.close()
+
+
+def progress_of(store: StateStore, prefix: str) -> TrainerProgress | None:
+    """The progress of the last checkpoint, as readers (tests, the service) see it."""
+    raw = store.get(StateKeys(prefix).trainer_progress)
+    return None if raw is None else TrainerProgress.model_validate(json.loads(raw))
