@@ -1,0 +1,58 @@
+"""A running celrec stack for tests: service app + trainer thread over given backends."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from fastapi.testclient import TestClient
+
+from celrec.backends import EventLog, StateStore
+from celrec.settings import Settings
+from schemas.api import TrainerProgress
+from service.app import build_state, create_app
+from trainer.learner import Learner, PopularityLearner
+from trainer.stream import StreamTrainer, progress_of
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    event_log: EventLog
+    store: StateStore
+    client: TestClient
+    trainer: StreamTrainer
+
+    def progress(self) -> TrainerProgress | None:
+        return progress_of(self.store, self.settings.state_prefix)
+
+    def wait_for(self, condition: Callable[[TrainerProgress], bool],
+                 timeout_s: float = 30.0) -> TrainerProgress:
+        """Poll the stored progress until ``condition`` holds (bounded in time)."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            last = self.progress()
+            if last is not None and condition(last):
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"condition not met within {timeout_s}s; last progress: {last}")
+
+
+@contextmanager
+def running_stack(settings: Settings, event_log: EventLog, store: StateStore,
+                  learner: Learner | None = None) -> Iterator[Stack]:
+    trainer = StreamTrainer(settings, event_log, store, learner or PopularityLearner())
+    stop = threading.Event()
+    thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
+    thread.start()
+    client = TestClient(create_app(build_state(settings, event_log, store)))
+    try:
+        yield Stack(settings, event_log, store, client, trainer)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        trainer.close()

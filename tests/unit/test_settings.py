@@ -1,0 +1,40 @@
+import pytest
+
+from celrec.settings import SettingsError, load_settings
+
+
+def test_defaults_are_the_embedded_all_in_one(monkeypatch):
+    for var in ("CELREC_EVENT_LOG", "CELREC_STATE_STORE", "CELREC_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    settings = load_settings()
+    assert (settings.event_log, settings.state_store) == ("embedded", "embedded")
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.kafka_api_version_tuple is None
+
+
+def test_environment_is_read_with_prefix(monkeypatch):
+    monkeypatch.setenv("CELREC_EVENT_LOG", "kafka")
+    monkeypatch.setenv("CELREC_KAFKA_API_VERSION", "0.9")
+    monkeypatch.setenv("CELREC_BATCH_MAX_EVENTS", "64")
+    settings = load_settings()
+    assert settings.event_log == "kafka"
+    assert settings.kafka_api_version_tuple == (0, 9)
+    assert settings.batch_max_events == 64
+
+
+@pytest.mark.parametrize(
+    "var, value",
+    [
+        ("CELREC_EVENT_LOG", "rabbitmq"),
+        ("CELREC_KAFKA_API_VERSION", "zero.nine"),
+        ("CELREC_BATCH_MAX_EVENTS", "0"),
+        ("CELREC_PORT", "http"),
+        ("CELREC_DEVICE", "tpu"),
+        ("CELREC_STATE_PREFIX", "has space"),
+    ],
+)
+def test_bad_values_fail_naming_the_variable(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert var in str(info.value)

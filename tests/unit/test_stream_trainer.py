@@ -1,0 +1,98 @@
+import json
+import time
+
+from celrec.backends.embedded import EmbeddedEventLog, EmbeddedStateStore
+from celrec.settings import Settings
+from schemas.events import Event
+from schemas.messages import DeadLetter, encode_event
+from trainer.learner import PopularityLearner
+from trainer.stream import StreamTrainer, progress_of
+
+SETTINGS = Settings(batch_max_events=50, batch_max_wait_ms=20, checkpoint_interval_s=0)
+
+
+def produce(log, events):
+    now = time.time()
+    log.producer().send("events", [encode_event(e.completed(), now) for e in events], 1.0)
+
+
+def event(k: int, item: str = "i", value: float = 1.0) -> Event:
+    return Event(event_id=f"e{k}", user_id=f"u{k % 7}", item_id=item, value=value)
+
+
+def drain(trainer: StreamTrainer, rounds: int = 50) -> None:
+    for _ in range(rounds):
+        if trainer.run_once().records == 0:
+            return
+
+
+def test_applies_each_event_once_and_stores_progress_with_offsets():
+    log, store = EmbeddedEventLog(partitions=3), EmbeddedStateStore()
+    produce(log, [event(k, item=f"i{k % 4}") for k in range(120)])
+    trainer = StreamTrainer(SETTINGS, log, store, PopularityLearner())
+    drain(trainer)
+    progress = progress_of(store, "celrec")
+    assert progress.events_applied == 120 and progress.dead_lettered == 0
+    assert sum(progress.offsets.values()) == 120
+    assert sum(trainer.learner.positives.values()) == 120
+    assert trainer.consumer.committed() == {("events", p): o for p, o in enumerate(
+        [progress.offsets[f"events:{p}"] for p in range(3)])}
+    assert all(v == 0 for v in trainer.lag().values())
+
+
+def test_duplicate_event_ids_apply_once_within_and_across_batches():
+    log, store = EmbeddedEventLog(partitions=2), EmbeddedStateStore()
+    produce(log, [event(k) for k in range(30)] + [event(k) for k in range(10)])
+    trainer = StreamTrainer(SETTINGS, log, store, PopularityLearner())
+    drain(trainer)
+    produce(log, [event(k) for k in range(25, 35)])  # 5 old, 5 new
+    drain(trainer)
+    progress = progress_of(store, "celrec")
+    assert progress.events_applied == 35
+    assert progress.duplicates_skipped == 15
+
+
+def test_bad_messages_are_dead_lettered_with_reason_and_nothing_else_is_lost():
+    log, store = EmbeddedEventLog(partitions=1), EmbeddedStateStore()
+    produce(log, [event(k) for k in range(5)])
+    garbage = [b"\x00\x01garbage", b'{"schema": 1, "event": {"user_id": "u"}}',
+               b'{"totally": "different"}', b"[", b"x" * 70_000]
+    log.producer().send("events", [(b"k", g) for g in garbage], 1.0)
+    produce(log, [event(k) for k in range(5, 10)])
+    trainer = StreamTrainer(SETTINGS, log, store, PopularityLearner())
+    drain(trainer)
+    progress = progress_of(store, "celrec")
+    assert progress.events_applied == 10 and progress.dead_lettered == len(garbage)
+    letters = [DeadLetter.decode(r.value)
+               for r in log.consumer(["events.dlq"], "inspect").poll(100, 0.01)]
+    assert [letter.offset for letter in letters] == [5, 6, 7, 8, 9]
+    assert all(letter.reason for letter in letters)
+    assert letters[0].payload == garbage[0]
+    assert "exceeds" in letters[4].reason
+
+
+def test_restart_resumes_from_checkpoint_without_double_applying():
+    log, store = EmbeddedEventLog(partitions=2), EmbeddedStateStore()
+    produce(log, [event(k, item=f"i{k % 3}") for k in range(100)])
+    settings = Settings(batch_max_events=10, batch_max_wait_ms=10, checkpoint_interval_s=3600)
+    first = StreamTrainer(settings, log, store, PopularityLearner())
+    first.run_once()
+    first.checkpoint()  # 10 events stored...
+    for _ in range(3):
+        first.run_once()  # ...30 more applied in memory only, then the process "dies"
+    assert first.progress.events_applied == 40
+    assert progress_of(store, "celrec").events_applied == 10
+
+    second = StreamTrainer(settings, log, store, PopularityLearner())
+    assert sum(second.learner.positives.values()) == 10  # model restored with the offsets
+    while second.run_once().records:
+        pass
+    second.checkpoint()
+    assert progress_of(store, "celrec").events_applied == 100
+    assert sum(second.learner.positives.values()) == 100
+    # duplicates of already-applied events are still recognised after the restart
+    produce(log, [event(k) for k in range(5)])
+    second.run_once()
+    second.checkpoint()
+    assert progress_of(store, "celrec").events_applied == 100
+    assert json.loads(store.get("celrec:trainer:progress"))["duplicates_skipped"] == 5
