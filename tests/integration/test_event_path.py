@@ -1,0 +1,99 @@
+"""The event path end to end: POST /events -> event log -> trainer -> state store.
+
+The same tests run against the embedded backends and against real Kafka and Redis.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from celrec.backends import make_event_log, make_state_store
+from celrec.settings import Settings
+from schemas.messages import DeadLetter
+from tests.stack import running_stack
+
+N_EVENTS = 300
+
+
+@pytest.fixture(params=["embedded", "kafka+redis"])
+def stack_settings(request) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    common = dict(
+        kafka_events_topic=f"events-{run}",
+        kafka_dead_letter_topic=f"events-{run}.dlq",
+        kafka_consumer_group=f"trainer-{run}",
+        state_prefix=f"test-{run}",
+        batch_max_events=64,
+        batch_max_wait_ms=50,
+        checkpoint_interval_s=0.2,
+    )
+    if request.param == "embedded":
+        return Settings(**common)
+    kafka = request.getfixturevalue("kafka_broker")
+    redis = request.getfixturevalue("redis_server")
+    return Settings(event_log="kafka", state_store="redis",
+                    kafka_bootstrap_servers=kafka.bootstrap_servers, kafka_api_version="0.9",
+                    redis_url=redis.url, **common)
+
+
+def dead_letters(event_log, topic: str, expected: int, timeout_s: float = 20) -> list[DeadLetter]:
+    consumer = event_log.consumer([topic], f"inspect-{uuid.uuid4().hex[:6]}")
+    letters: list[DeadLetter] = []
+    deadline = time.monotonic() + timeout_s
+    while len(letters) < expected and time.monotonic() < deadline:
+        letters += [DeadLetter.decode(r.value) for r in consumer.poll(100, 0.5)]
+    consumer.close()
+    return letters
+
+
+@pytest.mark.integration
+def test_posted_events_are_applied_exactly_once(stack_settings):
+    event_log, store = make_event_log(stack_settings), make_state_store(stack_settings)
+    with running_stack(stack_settings, event_log, store) as stack:
+        ids: list[str] = []
+        for start in range(0, N_EVENTS, 100):
+            batch = [{"user_id": f"u{k % 17}", "item_id": f"i{k % 23}", "value": k % 2}
+                     for k in range(start, start + 100)]
+            response = stack.client.post("/events", json=batch)
+            assert response.status_code == 202, response.text
+            ids += response.json()["event_ids"]
+        assert len(set(ids)) == N_EVENTS
+        # a client retrying part of a batch with the same ids must not double-count
+        retry = [{"event_id": ids[k], "user_id": f"u{k % 17}", "item_id": f"i{k % 23}",
+                  "value": k % 2} for k in range(40)]
+        assert stack.client.post("/events", json=retry).status_code == 202
+        progress = stack.wait_for(
+            lambda p: p.events_applied + p.duplicates_skipped >= N_EVENTS + 40)
+        assert progress.events_applied == N_EVENTS
+        assert progress.duplicates_skipped == 40
+        assert sum(stack.trainer.learner.positives.values()) == N_EVENTS // 2
+        time.sleep(0.5)  # nothing more arrives later
+        assert stack.progress().events_applied == N_EVENTS
+    event_log.close()
+    store.close()
+
+
+@pytest.mark.integration
+def test_garbage_on_the_topic_is_dead_lettered_and_the_trainer_keeps_going(stack_settings):
+    event_log, store = make_event_log(stack_settings), make_state_store(stack_settings)
+    garbage = [b"\x00\x9f random bytes", b'{"schema": 1, "accepted_at": 0, "event": {"user_',
+               b'{"schema": 1, "accepted_at": 0, "event": {"user_id": 3}}',
+               b'{"kind": "not an event"}', b"null"]
+    with running_stack(stack_settings, event_log, store) as stack:
+        assert stack.client.post(
+            "/events", json=[{"user_id": "a", "item_id": "x"}] * 5).status_code == 202
+        event_log.producer().send(stack_settings.kafka_events_topic,
+                                  [(b"a", g) for g in garbage], 10.0)
+        assert stack.client.post(
+            "/events", json=[{"user_id": "a", "item_id": "y"}] * 5).status_code == 202
+        progress = stack.wait_for(lambda p: p.events_applied + p.dead_lettered >= 15)
+        assert (progress.events_applied, progress.dead_lettered) == (10, len(garbage))
+        letters = dead_letters(event_log, stack_settings.kafka_dead_letter_topic, len(garbage))
+        assert sorted(letter.payload for letter in letters) == sorted(garbage)
+        assert all(letter.reason and letter.topic == stack_settings.kafka_events_topic
+                   for letter in letters)
+    event_log.close()
+    store.close()
