@@ -1,0 +1,173 @@
+"""Cluster optimisation of CEL: GPCA split and loss-based reassignment.
+
+Both work on whatever interactions they are given (the whole training set offline, a recent
+window in a stream) and return counters; neither touches entities absent from that data.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cel.gpca import gpca_split
+from cel.interactions import Interactions
+from cel.recommender import Recommender
+from cel.tables import ClusteredEmbedding
+
+SPLIT_CHOICES = ("interactions", "members", "loss", "random")
+
+
+def _entity_index(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.unique(ids, return_inverse=True)
+
+
+@torch.no_grad()
+def cluster_losses(rec: Recommender, side: str, data: Interactions,
+                   chunk: int = 262_144) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss of each entity (of ``side``) in ``data`` if it used each active cluster row.
+
+    Returns ``(entities, losses)``: the distinct entity ids and a ``(len(entities), M)``
+    matrix of summed exact model losses. Dense O(M·|data|), as in the reference code.
+    """
+    table = rec.table(side)
+    entities, inverse = _entity_index(data.ids(side))
+    m = table.num_active
+    losses = torch.zeros(len(entities), m, device=entities.device)
+    for start in range(0, len(data), chunk):
+        part = data.subset(slice(start, start + chunk))
+        inv = inverse[start:start + chunk]
+        ids = part.ids(side)
+        personal = table.personal[ids] if table.personal is not None else 0.0
+        for c in range(m):
+            rows = table.weight[c].expand(len(part), -1) + personal
+            score = rec.score(part, **{f"{side}_emb": rows})
+            losses[:, c].index_add_(0, inv, rec.loss(score, part.labels))
+    return entities, losses
+
+
+def apply_moves(table: ClusteredEmbedding, ids: torch.Tensor, targets: torch.Tensor) -> int:
+    """Move ``ids`` to ``targets`` but never leave an active cluster empty.
+
+    A cluster that would lose all its members keeps them (their moves are cancelled); repeated
+    until stable, so every active cluster keeps at least one member. Returns moves applied.
+    """
+    old = table.assignment[ids].long()
+    keep = targets == old
+    while True:
+        proposal = table.assignment.long().clone()
+        proposal[ids] = torch.where(keep, old, targets)
+        counts = torch.bincount(proposal, minlength=table.max_clusters)[:table.num_active]
+        empty = (counts == 0).nonzero().flatten()
+        if len(empty) == 0:
+            break
+        revert = torch.isin(old, empty) & ~keep
+        if not bool(revert.any()):
+            break
+        keep |= revert
+    table.assign(proposal)
+    return int((~keep).sum())
+
+
+@torch.no_grad()
+def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float = 0.31,
+             generator: torch.Generator | None = None) -> dict[str, int]:
+    """Move each entity of ``data`` to the cluster with the lowest loss on its interactions.
+
+    Damping: an entity keeps its cluster with probability ``keep_prob``. An entity only moves
+    when the new cluster's loss is strictly lower, so a move never increases its own loss.
+    """
+    table = rec.table(side)
+    entities, losses = cluster_losses(rec, side, data)
+    current = table.assignment[entities].long()
+    current_loss = losses.gather(1, current.unsqueeze(1)).squeeze(1)
+    best_loss, best = losses.min(dim=1)
+    coins = torch.rand(len(entities), generator=generator).to(entities.device)
+    move = (best_loss < current_loss - 1e-9 * current_loss.abs()) & (coins >= keep_prob)
+    targets = torch.where(move, best, current)
+    moved = apply_moves(table, entities, targets)
+    return {"scored": len(entities), "moved": moved}
+
+
+@torch.no_grad()
+def place_cold(rec: Recommender, side: str, has_data: torch.Tensor,
+               policy: str = "largest", data: Interactions | None = None) -> int:
+    """Give entities with no data a default cluster instead of leaving them in cluster 0.
+
+    ``largest``: the cluster with the most data-bearing members (where rare entities gather);
+    ``popular``: the cluster with the most interactions in ``data``; ``keep``: do nothing.
+    """
+    if policy == "keep":
+        return 0
+    table = rec.table(side)
+    assignment = table.assignment.long()
+    if policy == "largest":
+        weight = torch.bincount(assignment[has_data], minlength=table.max_clusters)
+    elif policy == "popular" and data is not None:
+        weight = torch.bincount(assignment[data.ids(side)], minlength=table.max_clusters)
+    else:
+        raise ValueError(f"unknown cold policy {policy!r}")
+    target = int(weight[:table.num_active].argmax())
+    cold = (~has_data).nonzero().flatten()
+    return apply_moves(table, cold, torch.full_like(cold, target))
+
+
+def choose_cluster(rec: Recommender, side: str, data: Interactions, choice: str,
+                   generator: torch.Generator | None = None) -> int:
+    """The cluster to split next (reference default: the one with the most interactions)."""
+    table = rec.table(side)
+    clusters = table.clusters_of(data.ids(side))
+    m = table.num_active
+    if choice == "interactions":
+        weight = torch.bincount(clusters, minlength=m).float()
+    elif choice == "members":
+        weight = table.counts[:m].float()
+    elif choice == "loss":
+        with torch.no_grad():
+            losses = rec.loss(rec.score(data), data.labels)
+        weight = torch.zeros(m, device=losses.device).index_add_(0, clusters, losses)
+    elif choice == "random":
+        weight = torch.rand(m, generator=generator)
+    else:
+        raise ValueError(f"unknown split choice {choice!r}; choose from {SPLIT_CHOICES}")
+    return int(weight[:m].argmax())
+
+
+def member_gradients(rec: Recommender, side: str, data: Interactions, cluster: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member gradient of the data loss w.r.t. the shared row, for one cluster's members.
+
+    Memory O(|members|·d): only the interactions of that cluster are differentiated.
+    """
+    table = rec.table(side)
+    mask = table.clusters_of(data.ids(side)) == cluster
+    part = data.subset(mask)
+    members, inverse = _entity_index(part.ids(side))
+    emb = table(part.ids(side)).detach().requires_grad_(True)
+    loss = rec.loss(rec.score(part, **{f"{side}_emb": emb}), part.labels).sum()
+    (grad,) = torch.autograd.grad(loss, emb)
+    per_member = torch.zeros(len(members), grad.shape[1], device=grad.device)
+    return members, per_member.index_add_(0, inverse, grad)
+
+
+def split(rec: Recommender, side: str, data: Interactions, choice: str = "interactions",
+          optimizer: torch.optim.Optimizer | None = None,
+          generator: torch.Generator | None = None) -> dict[str, int]:
+    """One GPCA split of the chosen cluster; the child row starts as a copy of the parent.
+
+    Returns ``{"split": 0 or 1, "parent", "child", "moved"}``; no split when the budget is
+    spent or the members' gradients agree.
+    """
+    table = rec.table(side)
+    if table.num_active >= table.max_clusters or len(data) == 0:
+        return {"split": 0, "parent": -1, "child": -1, "moved": 0}
+    parent = choose_cluster(rec, side, data, choice, generator)
+    members, grads = member_gradients(rec, side, data, parent)
+    moving = gpca_split(grads)
+    if not bool(moving.any()):
+        return {"split": 0, "parent": parent, "child": -1, "moved": 0}
+    child = table.split(parent, members[moving])
+    if optimizer is not None:  # the child inherits the parent's optimiser moments
+        state = optimizer.state.get(table.weight, {})
+        for value in state.values():
+            if torch.is_tensor(value) and value.shape == table.weight.shape:
+                value[child] = value[parent]
+    return {"split": 1, "parent": parent, "child": child, "moved": int(moving.sum())}

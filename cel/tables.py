@@ -1,0 +1,117 @@
+"""Embedding tables: the clustered table of CEL and the full one-row-per-entity table.
+
+Every table is an ``nn.Module`` mapping a LongTensor of dense entity ids to a ``(B, dim)``
+tensor and reports ``memory_bytes()`` (tables + assignment arrays), so any interaction model
+sits on top and every method is compared at a known memory cost.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` means cuda when available, else cpu."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def assignment_dtype(max_clusters: int) -> torch.dtype:
+    """Smallest integer type that holds a cluster id (the serving format)."""
+    if max_clusters <= 256:
+        return torch.uint8
+    if max_clusters <= 32768:
+        return torch.int16
+    return torch.int32
+
+
+class FullEmbedding(nn.Module):
+    """One row per entity: the standard baseline."""
+
+    def __init__(self, num_entities: int, dim: int, init_std: float = 0.1,
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.num_entities, self.dim = num_entities, dim
+        self.weight = nn.Parameter(torch.randn(num_entities, dim, device=device) * init_std)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight[ids]
+
+    def memory_bytes(self) -> int:
+        return self.weight.numel() * self.weight.element_size()
+
+
+class ClusteredEmbedding(nn.Module):
+    """CEL table: ``M_max`` pre-allocated cluster rows, entity -> cluster assignment.
+
+    The row gradient is divided by the cluster's member count (hook on ``weight``), so a big
+    cluster does not take a step proportional to its size. ``num_active`` rows are in use;
+    rows past it are the budget still free for splits. With ``enable_personal`` each entity
+    also gets an own offset, pulled towards zero (i.e. towards its cluster row) by an L2 term.
+    """
+
+    def __init__(self, num_entities: int, dim: int, max_clusters: int,
+                 init_std: float = 0.1, average_gradients: bool = True,
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.num_entities, self.dim, self.max_clusters = num_entities, dim, max_clusters
+        self.weight = nn.Parameter(torch.randn(max_clusters, dim, device=device) * init_std)
+        self.register_buffer("assignment", torch.zeros(
+            num_entities, dtype=assignment_dtype(max_clusters), device=device))
+        self.register_buffer("counts", torch.zeros(max_clusters, dtype=torch.long, device=device))
+        self.counts[0] = num_entities
+        self.num_active = 1
+        self.personal: nn.Parameter | None = None
+        if average_gradients:
+            self.weight.register_hook(self._average)
+
+    def _average(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad / self.counts.clamp(min=1).to(grad.dtype).unsqueeze(1)
+
+    def clusters_of(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.assignment[ids].long()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.weight[self.clusters_of(ids)]
+        if self.personal is not None:
+            rows = rows + self.personal[ids]
+        return rows
+
+    def assign(self, assignment: torch.Tensor) -> None:
+        """Replace the whole assignment (dense ids -> cluster ids) and refresh the counts."""
+        self.assignment.copy_(assignment.to(self.assignment.dtype))
+        self.recount()
+
+    def recount(self) -> None:
+        self.counts.copy_(torch.bincount(self.assignment.long(), minlength=self.max_clusters))
+
+    def split(self, parent: int, moved: torch.Tensor) -> int:
+        """Move the entity ids ``moved`` from ``parent`` to a new row copied from the parent."""
+        if self.num_active >= self.max_clusters:
+            raise ValueError("cluster budget exhausted")
+        child = self.num_active
+        with torch.no_grad():
+            self.weight[child] = self.weight[parent]
+        self.assignment[moved] = child
+        self.num_active += 1
+        self.recount()
+        return child
+
+    def enable_personal(self) -> None:
+        """Start the personalisation phase: own offsets, initialised at the cluster row."""
+        self.personal = nn.Parameter(torch.zeros(self.num_entities, self.dim,
+                                                 device=self.weight.device))
+
+    def personal_penalty(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.personal is None:
+            return self.weight.new_zeros(())
+        return self.personal[ids].pow(2).sum(dim=1).mean()
+
+    def memory_bytes(self) -> int:
+        size = self.weight.numel() * self.weight.element_size()
+        size += self.assignment.numel() * self.assignment.element_size()
+        if self.personal is not None:
+            size += self.personal.numel() * self.personal.element_size()
+        return size

@@ -1,0 +1,1 @@
+"""Offline evaluation: dataset loaders, protocols, runner and the `celrec eval` command."""
