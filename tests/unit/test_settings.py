@@ -38,3 +38,14 @@ def test_bad_values_fail_naming_the_variable(monkeypatch, var, value):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert var in str(info.value)
+
+
+def test_readme_settings_table_documents_every_setting():
+    from pathlib import Path
+
+    from celrec.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [f"CELREC_{name.upper()}" for name in Settings.model_fields
+               if f"`CELREC_{name.upper()}`" not in readme]
+    assert missing == []
