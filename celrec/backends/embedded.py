@@ -49,6 +49,7 @@ class EmbeddedEventLog(EventLog):
         self.partitions = partitions
         self._topics: dict[str, list[_Partition]] = {}
         self._commits: dict[str, dict[TopicPartition, int]] = {}
+        self._groups: dict[str, set[str]] = {}  # topic -> groups that consume it
         self._cond = threading.Condition()
         self._counter = 0
         self.available = True  # tests flip this to simulate an outage
@@ -60,11 +61,12 @@ class EmbeddedEventLog(EventLog):
         return parts
 
     def _trim(self, topic: str, index: int, part: _Partition) -> None:
-        """Drop records every consumer group has committed past."""
-        floors = [c.get((topic, index)) for c in self._commits.values()]
-        floor = min((f for f in floors if f is not None), default=None)
-        if floor is None or not all(f is not None for f in floors):
+        """Drop records every consumer group of the topic has committed past."""
+        groups = self._groups.get(topic, set())
+        floors = [self._commits.get(group, {}).get((topic, index)) for group in groups]
+        if not floors or any(f is None for f in floors):
             return
+        floor = min(f for f in floors if f is not None)
         while part.records and part.base < floor:
             part.records.popleft()
             part.base += 1
@@ -119,6 +121,7 @@ class _EmbeddedConsumer(EventConsumer):
             commits = log._commits.setdefault(group, {})
             self._positions: dict[TopicPartition, int] = {}
             for topic in topics:
+                log._groups.setdefault(topic, set()).add(group)
                 for index, part in enumerate(log._topic(topic)):
                     start = commits.get((topic, index), part.base)
                     self._positions[(topic, index)] = max(start, part.base)
@@ -234,6 +237,7 @@ class EmbeddedStateStore(StateStore):
 
     def expire(self, keys: Sequence[str], ttl_s: float) -> None:
         with self._lock:
+            self._expire_due(keys)  # an expired key must not come back
             deadline = time.monotonic() + ttl_s
             for key in keys:
                 if key in self._values or key in self._lists:
@@ -247,6 +251,7 @@ class EmbeddedStateStore(StateStore):
 
     def list_push(self, key: str, values: Sequence[bytes], max_length: int) -> None:
         with self._lock:
+            self._expire_due([key])  # pushing to an expired list starts a new one
             current = self._lists.get(key, [])
             self._lists[key] = ([bytes(v) for v in reversed(values)] + current)[:max_length]
 
@@ -272,6 +277,7 @@ class EmbeddedStateStore(StateStore):
 
     def memory_bytes(self, keys: Sequence[str]) -> int:
         with self._lock:
+            self._expire_due(keys)
             total = 0
             for key in keys:
                 if key in self._values:
