@@ -233,7 +233,9 @@ class LocalKafka(_Server):
         dist = kafka_dist(self.cache)
         tmp = self._workdir()
         if not self.port:
-            self.zk_port, self.port = free_port(), free_port()
+            self.zk_port = free_port()
+            while self.port in (0, self.zk_port):  # the kernel may hand out a port twice
+                self.port = free_port()
             self._write_configs(tmp)
         java = shutil.which("java")
         if java is None:
@@ -435,6 +437,7 @@ class LocalRedis(_Server):
 def main() -> None:
     """Start both servers and print their settings until Ctrl-C."""
     with LocalRedis() as redis_server, LocalKafka() as kafka:
+        print("CELREC_EVENT_LOG=kafka\nCELREC_STATE_STORE=redis")
         print(f"CELREC_KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}")
         print(f"CELREC_KAFKA_API_VERSION={kafka.api_version}")
         print(f"CELREC_REDIS_URL={redis_server.url}")
