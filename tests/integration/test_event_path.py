@@ -19,24 +19,10 @@ N_EVENTS = 300
 
 
 @pytest.fixture(params=["embedded", "kafka+redis"])
-def stack_settings(request) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    common = dict(
-        kafka_events_topic=f"events-{run}",
-        kafka_dead_letter_topic=f"events-{run}.dlq",
-        kafka_consumer_group=f"trainer-{run}",
-        state_prefix=f"test-{run}",
-        batch_max_events=64,
-        batch_max_wait_ms=50,
-        checkpoint_interval_s=0.2,
-    )
-    if request.param == "embedded":
-        return Settings(**common)
-    kafka = request.getfixturevalue("kafka_broker")
-    redis = request.getfixturevalue("redis_server")
-    return Settings(event_log="kafka", state_store="redis",
-                    kafka_bootstrap_servers=kafka.bootstrap_servers, kafka_api_version="0.9",
-                    redis_url=redis.url, **common)
+def stack_settings(request, make_settings) -> Settings:
+    real = request.param == "kafka+redis"
+    return make_settings(kafka=real, redis=real, batch_max_events=64, batch_max_wait_ms=50,
+                         checkpoint_interval_s=0.2)
 
 
 def dead_letters(event_log, topic: str, expected: int, timeout_s: float = 20) -> list[DeadLetter]:
