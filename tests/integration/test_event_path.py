@@ -83,3 +83,22 @@ def test_garbage_on_the_topic_is_dead_lettered_and_the_trainer_keeps_going(stack
                    for letter in letters)
     event_log.close()
     store.close()
+
+
+@pytest.mark.integration
+def test_unreachable_kafka_answers_503_with_retry_after(make_settings):
+    from celrec.localservers import free_port
+    from service.app import build_state, create_app
+    from tests.stack import TestClient
+
+    settings = make_settings(event_log="kafka", kafka_api_version="0.9", produce_timeout_s=2,
+                             kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+    event_log = make_event_log(settings)
+    client = TestClient(create_app(build_state(settings, event_log, make_state_store(settings))))
+    started = time.monotonic()
+    response = client.post("/events", json={"user_id": "u", "item_id": "i"})
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0
+    assert response.json()["error"] == "event_log_unavailable"
+    assert time.monotonic() - started < 15  # bounded by produce_timeout_s, not hanging
+    event_log.close()
