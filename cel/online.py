@@ -1,0 +1,701 @@
+"""Accelerated, online CEL: the per-micro-batch update used by the streaming trainer.
+
+Every step costs O(batch), never O(known entities) or O(history length):
+- one gradient step on the cluster rows the batch touched, averaged per cluster;
+- reassignment of only the entities in the batch, each scored on its last ``history``
+  interactions (a per-entity ring buffer) against ``candidates`` clusters;
+- GPCA splits from gradients the backward pass already produced, accumulated only for
+  members of the cluster chosen to split next;
+- per-entity state for at most ``state_capacity`` entities per side, exact LRU eviction
+  through an append-only touch log (amortised O(1) per touch, no scan of all slots).
+Growing the id space doubles the per-entity arrays (amortised O(1) per new id).
+
+Tables are ``(rows, dim + 1)``: the last column is the row's bias, which is the layout of
+the interaction models in ``cel.models`` (any ``nn.Module`` with ``forward(u, i[, context])``
+over such rows can replace :class:`MFInteraction`; give it ``pairwise`` for speed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cel.gpca import gpca_split
+
+SIDES = ("user", "item")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class OnlineCELConfig:
+    dim: int = 32
+    user_clusters: int = 256  # budget M_max of the user side
+    item_clusters: int = 256  # budget M_max of the item side
+    cluster_users: bool = True  # False: one row per user (full embedding), no CEL on that side
+    cluster_items: bool = True
+    loss: str = "logloss"  # "logloss" (binary labels, sigmoid) or "mse" (ratings)
+    lr: float = 0.1  # SGD step on the per-cluster mean gradient
+    model_lr: float | None = None  # interaction model weights; None: same as lr
+    l2: float = 1e-5
+    init_std: float = 0.1
+    initial_clusters: int = 1  # live clusters at start (1 = pure top-down growth)
+    candidates: int = 8  # clusters scored per touched entity and reassignment
+    history: int = 16  # R: per-entity ring buffer of (partner, label)
+    state_capacity: int = 100_000  # entities per side holding a ring buffer (LRU)
+    reassign_min_history: int = 2  # fewer valid interactions: the entity stays put
+    damping: float = 0.3  # probability of keeping the old cluster anyway
+    margin: float = 1e-4  # a move must lower the history loss by at least this
+    split_every: int = 10  # batches per split window
+    split_min_members: int = 8  # members with gradients needed to split
+    initial_capacity: int = 1024  # per-side id space, doubles on demand
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("logloss", "mse"):
+            raise ValueError(f"loss must be 'logloss' or 'mse', got {self.loss!r}")
+        if self.dim < 1 or self.history < 1 or self.state_capacity < 1:
+            raise ValueError("dim, history and state_capacity must be positive")
+        if self.candidates < 3:
+            raise ValueError("candidates must be at least 3")
+        if self.split_every < 1 or self.split_min_members < 2:
+            raise ValueError("split_every >= 1 and split_min_members >= 2")
+        for budget in (self.user_clusters, self.item_clusters):
+            if not 1 <= self.initial_clusters <= budget:
+                raise ValueError("need 1 <= initial_clusters <= cluster budgets")
+        if not 0.0 <= self.damping < 1.0:
+            raise ValueError("damping must be in [0, 1)")
+
+
+class MFInteraction(nn.Module):
+    """Biased dot product: <u, i> + bias_u + bias_i + global bias (rows carry their bias)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.global_bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, u: torch.Tensor, i: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        return (u[..., :-1] * i[..., :-1]).sum(-1) + u[..., -1] + i[..., -1] + self.global_bias
+
+    def pairwise(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(E, A, D) users x (E, B, D) items -> (E, A, B) scores, without (E, A, B, D)."""
+        dots = torch.bmm(users[..., :-1], items[..., :-1].transpose(1, 2))
+        return dots + users[..., -1:] + items[..., -1].unsqueeze(1) + self.global_bias
+
+
+def pairwise_scores(model: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """All (user, item) pairs per leading index: (E, A, D), (E, B, D) -> (E, A, B).
+
+    Uses ``model.pairwise`` when there is one; otherwise flattens the pairs into one 2-d
+    batch, which works with any row-wise model (e.g. ``cel.models.DeepFM``)."""
+    if hasattr(model, "pairwise"):
+        return model.pairwise(users, items)
+    e, a, d = users.shape
+    b = items.shape[1]
+    u = users.unsqueeze(2).expand(e, a, b, d).reshape(-1, d)
+    i = items.unsqueeze(1).expand(e, a, b, d).reshape(-1, d)
+    return model(u, i).reshape(e, a, b)
+
+
+def _group_rank(keys: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Stable sort of ``keys``: (order, rank within equal keys, group size per element,
+    unique keys, count per unique key)."""
+    order = torch.argsort(keys, stable=True)
+    sorted_keys = keys[order]
+    uniq, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    group = torch.repeat_interleave(torch.arange(uniq.numel(), device=keys.device), counts)
+    rank = torch.arange(keys.numel(), device=keys.device) - starts[group]
+    return order, rank, counts[group], uniq, counts
+
+
+class _Side:
+    """Everything one side (users or items) holds. Plain tensors + a few Python ints."""
+
+    def __init__(self, name: str, clustered: bool, budget: int, cfg: OnlineCELConfig,
+                 device: torch.device, gen: torch.Generator) -> None:
+        self.name = name
+        self.clustered = clustered
+        self.device = device
+        width = cfg.dim + 1
+        cap = cfg.initial_capacity
+        rows = budget if clustered else cap
+        self.max_clusters = budget if clustered else 0
+        self.table = torch.zeros(rows, width, device=device)
+        self.table[:, :-1].normal_(0.0, cfg.init_std, generator=gen)
+        self.assign = torch.full((cap,), -1, dtype=torch.int32, device=device)
+        self.counts = torch.zeros(max(rows, 1), dtype=torch.int64, device=device)
+        self.inter = torch.zeros_like(self.counts)  # events per cluster in this split window
+        self.m = cfg.initial_clusters if clustered else 0  # live clusters
+        self.known = 0
+        self.newest = -1  # newest split child, a reassignment candidate
+        self.target = 0  # cluster whose members' gradients are being accumulated
+        # GPCA accumulator: only members of ``target`` touched in the current window.
+        self.acc_slot = torch.full((cap,), -1, dtype=torch.int32, device=device)
+        self.acc_ids = torch.zeros(256, dtype=torch.int64, device=device)
+        self.acc_grad = torch.zeros(256, width, device=device)
+        self.acc_n = 0
+        # Ring buffers of the last R interactions for at most S entities.
+        s, r = cfg.state_capacity, cfg.history
+        self.slot_of = torch.full((cap,), -1, dtype=torch.int32, device=device)
+        self.owner = torch.full((s,), -1, dtype=torch.int64, device=device)
+        self.hist_partner = torch.zeros(s, r, dtype=torch.int64, device=device)
+        self.hist_label = torch.zeros(s, r, device=device)
+        self.hist_count = torch.zeros(s, dtype=torch.int64, device=device)
+        self.last_touch = torch.full((s,), -1, dtype=torch.int64, device=device)
+        self.used = 0
+        # LRU touch log: (slot, time) appended on touch; an entry is live while
+        # last_touch[slot] == time, so the oldest live entry is the least recently touched.
+        log = 2 * s + 4096
+        self.log_slot = torch.zeros(log, dtype=torch.int64, device=device)
+        self.log_time = torch.zeros(log, dtype=torch.int64, device=device)
+        self.head = 0
+        self.tail = 0
+        # For each cluster of the other side: this side's best-scoring cluster.
+        self.best_for: torch.Tensor | None = None
+
+    SCALARS = ("m", "known", "newest", "target", "acc_n", "used", "head", "tail")
+    TENSORS = ("table", "assign", "counts", "inter", "acc_slot", "acc_ids", "acc_grad",
+               "slot_of", "owner", "hist_partner", "hist_label", "hist_count", "last_touch",
+               "log_slot", "log_time")
+
+    @property
+    def capacity(self) -> int:
+        return self.assign.numel()
+
+    def default_cluster(self) -> int:
+        # Cold start: the cluster with most members (O(M), M bounded), never blindly 0.
+        return int(torch.argmax(self.counts[: self.m]))
+
+    def grow(self, needed: int, cfg: OnlineCELConfig, gen: torch.Generator) -> None:
+        cap = self.capacity
+        if needed <= cap:
+            return
+        new_cap = cap
+        while new_cap < needed:
+            new_cap *= 2
+
+        def extend(t: torch.Tensor, fill: int) -> torch.Tensor:
+            out = torch.full((new_cap,), fill, dtype=t.dtype, device=t.device)
+            out[:cap] = t
+            return out
+
+        self.assign = extend(self.assign, -1)
+        self.slot_of = extend(self.slot_of, -1)
+        self.acc_slot = extend(self.acc_slot, -1)
+        if not self.clustered:
+            table = torch.zeros(new_cap, self.table.shape[1], device=self.device)
+            table[:cap] = self.table
+            table[cap:, :-1].normal_(0.0, cfg.init_std, generator=gen)
+            self.table = table
+            self.counts = extend(self.counts, 0)
+            self.inter = extend(self.inter, 0)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.assign[ids].long()
+
+
+class OnlineCEL:
+    """Online CEL over dense internal ids (see :class:`cel.idmap.IdMap`)."""
+
+    def __init__(self, config: OnlineCELConfig | None = None,
+                 device: str | torch.device = "auto",
+                 interaction: nn.Module | None = None) -> None:
+        self.config = cfg = config or OnlineCELConfig()
+        self.device = resolve_device(device)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.sides = {
+            "user": _Side("user", cfg.cluster_users, cfg.user_clusters, cfg, self.device,
+                          self.gen),
+            "item": _Side("item", cfg.cluster_items, cfg.item_clusters, cfg, self.device,
+                          self.gen),
+        }
+        self.model = (interaction or MFInteraction()).to(self.device)
+        self.model_lr = cfg.lr if cfg.model_lr is None else cfg.model_lr
+        self.batches = 0  # steps applied; also the LRU clock
+        self.totals = {"events": 0, "skipped": 0, "reassigned": 0, "splits": 0}
+
+    # ------------------------------------------------------------------ helpers
+    def _loss(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.loss == "logloss":
+            return F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
+        return (scores - labels).square()
+
+    def _admit(self, side: _Side, uniq: torch.Tensor) -> torch.Tensor:
+        """First sight: grow the id space and assign new ids. Returns the new ids."""
+        side.grow(int(uniq[-1]) + 1, self.config, self.gen)  # uniq is sorted
+        new = uniq[side.assign[uniq] < 0]
+        if new.numel():
+            if side.clustered:
+                side.assign[new] = side.default_cluster()
+                side.counts[side.default_cluster()] += new.numel()
+            else:
+                side.assign[new] = new.to(torch.int32)
+                side.counts[new] = 1
+            side.known += new.numel()
+        return new
+
+    def register(self, side: str, ids: torch.Tensor,
+                 clusters: torch.Tensor | None = None) -> int:
+        """Make ids known without events (bulk load, benchmarks); O(len(ids)).
+
+        ``clusters`` (live cluster ids, clustered side only) replaces the cold-start default.
+        Returns how many ids were new."""
+        s = self.sides[side]
+        ids = ids.to(self.device, torch.long).reshape(-1)
+        if ids.numel() == 0:
+            return 0
+        s.grow(int(ids.max()) + 1, self.config, self.gen)
+        fresh = s.assign[ids] < 0
+        if clusters is None or not s.clustered:
+            new = torch.unique(ids[fresh])
+            self._admit(s, new) if new.numel() else None
+            return int(new.numel())
+        clusters = clusters.to(self.device, torch.long).reshape(-1)
+        if clusters.shape != ids.shape or int(clusters.max()) >= s.m or int(clusters.min()) < 0:
+            raise ValueError("clusters must match ids and name live clusters")
+        ids, clusters = ids[fresh], clusters[fresh]
+        s.assign[ids] = clusters.to(torch.int32)
+        s.counts.index_add_(0, clusters, torch.ones_like(clusters))
+        s.known += ids.numel()
+        return int(ids.numel())
+
+    # ------------------------------------------------------------------ state (LRU)
+    def _log_append(self, s: _Side, slots: torch.Tensor, now: int) -> None:
+        n = slots.numel()
+        if s.tail + n > s.log_slot.numel():
+            # Compact: keep the live entries (<= one per slot), in time order.
+            ls, lt = s.log_slot[s.head: s.tail], s.log_time[s.head: s.tail]
+            live = s.last_touch[ls] == lt
+            ls, lt = ls[live], lt[live]
+            k = ls.numel()
+            if k + n > s.log_slot.numel():
+                size = 2 * (k + n)
+                s.log_slot = torch.zeros(size, dtype=torch.int64, device=self.device)
+                s.log_time = torch.zeros(size, dtype=torch.int64, device=self.device)
+            s.log_slot[:k] = ls
+            s.log_time[:k] = lt
+            s.head, s.tail = 0, k
+        s.log_slot[s.tail: s.tail + n] = slots
+        s.log_time[s.tail: s.tail + n] = now
+        s.tail += n
+
+    def _evict(self, s: _Side, k: int) -> torch.Tensor:
+        """Up to ``k`` least recently touched slots, detached from their owners."""
+        taken: list[torch.Tensor] = []
+        while k > 0 and s.head < s.tail:
+            end = min(s.tail, s.head + max(2 * k, 256))
+            ls, lt = s.log_slot[s.head: end], s.log_time[s.head: end]
+            pos = torch.nonzero(s.last_touch[ls] == lt).squeeze(1)
+            if pos.numel() > k:
+                pos = pos[:k]
+                s.head += int(pos[-1]) + 1
+            else:
+                s.head = end
+            if pos.numel():
+                taken.append(ls[pos])
+                k -= pos.numel()
+        if not taken:
+            return torch.zeros(0, dtype=torch.int64, device=self.device)
+        slots = torch.cat(taken)
+        s.slot_of[s.owner[slots]] = -1
+        return slots
+
+    def _touch(self, s: _Side, ents: torch.Tensor) -> torch.Tensor:
+        """Slots of the (unique) entities, allocating/evicting as needed; -1 if none left."""
+        now = self.batches
+        slots = s.slot_of[ents].long()
+        have = slots >= 0
+        s.last_touch[slots[have]] = now  # their older log entries die
+        need = torch.nonzero(~have).squeeze(1)
+        k = need.numel()
+        if k:
+            free = min(k, s.owner.numel() - s.used)
+            fresh = torch.arange(s.used, s.used + free, device=self.device)
+            s.used += free
+            if k > free:
+                fresh = torch.cat([fresh, self._evict(s, k - free)])
+            need = need[: fresh.numel()]  # a batch wider than the capacity keeps the rest
+            e = ents[need]
+            slots[need] = fresh
+            s.slot_of[e] = fresh.to(torch.int32)
+            s.owner[fresh] = e
+            s.hist_count[fresh] = 0
+            s.last_touch[fresh] = now
+        self._log_append(s, slots[slots >= 0], now)
+        return slots
+
+    def _record(self, s: _Side, slots: torch.Tensor, partners: torch.Tensor,
+                labels: torch.Tensor) -> None:
+        """Write each event into its entity's ring buffer (the last R per entity win)."""
+        keep = slots >= 0
+        slots, partners, labels = slots[keep], partners[keep], labels[keep]
+        if slots.numel() == 0:
+            return
+        r = self.config.history
+        order, rank, size, uniq, counts = _group_rank(slots)
+        slots, partners, labels = slots[order], partners[order], labels[order]
+        last = rank >= size - r
+        pos = (s.hist_count[slots] + rank) % r
+        s.hist_partner[slots[last], pos[last]] = partners[last]
+        s.hist_label[slots[last], pos[last]] = labels[last]
+        s.hist_count.index_add_(0, uniq, counts)
+
+    # ------------------------------------------------------------------ training
+    def _apply(self, s: _Side, rows: torch.Tensor, grad: torch.Tensor) -> None:
+        # Per-cluster averaging: each row moves by the MEAN gradient of its events in this
+        # batch. Dividing by the total member count (the full-batch reference) would freeze
+        # big clusters in a stream, where only a few members appear per batch; the raw sum
+        # would make popular clusters take huge steps. The mean keeps steps O(lr) for all.
+        uniq, inv = torch.unique(rows, return_inverse=True)
+        g = torch.zeros(uniq.numel(), grad.shape[1], device=self.device)
+        g.index_add_(0, inv, grad)
+        n = torch.bincount(inv, minlength=uniq.numel()).to(g.dtype).unsqueeze(1)
+        w = s.table[uniq]
+        s.table[uniq] = w - self.config.lr * (g / n + self.config.l2 * w)
+
+    def _accumulate(self, s: _Side, ids: torch.Tensor, rows: torch.Tensor,
+                    grad: torch.Tensor) -> None:
+        """Per-member gradient sums, for members of the split target only."""
+        if not s.clustered or s.m >= s.max_clusters:
+            return
+        sel = torch.nonzero(rows == s.target).squeeze(1)
+        if sel.numel() == 0:
+            return
+        uq, inv = torch.unique(ids[sel], return_inverse=True)
+        g = torch.zeros(uq.numel(), grad.shape[1], device=self.device)
+        g.index_add_(0, inv, grad[sel])
+        slot = s.acc_slot[uq].long()
+        new = torch.nonzero(slot < 0).squeeze(1)
+        k = new.numel()
+        if s.acc_n + k > s.acc_ids.numel():
+            size = max(2 * s.acc_ids.numel(), s.acc_n + k)
+            ids_new = torch.zeros(size, dtype=torch.int64, device=self.device)
+            grad_new = torch.zeros(size, grad.shape[1], device=self.device)
+            ids_new[: s.acc_n] = s.acc_ids[: s.acc_n]
+            grad_new[: s.acc_n] = s.acc_grad[: s.acc_n]
+            s.acc_ids, s.acc_grad = ids_new, grad_new
+        fresh = torch.arange(s.acc_n, s.acc_n + k, device=self.device)
+        slot[new] = fresh
+        s.acc_slot[uq[new]] = fresh.to(torch.int32)
+        s.acc_ids[fresh] = uq[new]
+        s.acc_grad[fresh] = 0.0
+        s.acc_n += k
+        s.acc_grad.index_add_(0, slot, g)
+
+    def _split(self, s: _Side) -> list[tuple[int, int, torch.Tensor]]:
+        """End of a split window: GPCA-split the target, then pick the next target."""
+        events: list[tuple[int, int, torch.Tensor]] = []
+        if not s.clustered:
+            return events
+        n, cfg = s.acc_n, self.config
+        if s.m < s.max_clusters and n >= cfg.split_min_members:
+            ids, grads = s.acc_ids[:n], s.acc_grad[:n]
+            still = s.assign[ids].long() == s.target  # some may have been reassigned away
+            ids, grads = ids[still], grads[still]
+            if ids.numel() >= cfg.split_min_members:
+                moved = ids[gpca_split(grads)]
+                # gpca_split never moves all of them; untouched members also stay.
+                if moved.numel():
+                    child, parent = s.m, s.target
+                    s.table[child] = s.table[parent]
+                    s.assign[moved] = child
+                    s.counts[child] = moved.numel()
+                    s.counts[parent] -= moved.numel()
+                    s.m += 1
+                    s.newest = child
+                    s.best_for = None
+                    events.append((parent, child, moved))
+        s.acc_slot[s.acc_ids[:n]] = -1
+        s.acc_n = 0
+        # Next target: most interactions in the window just ended, among splittable ones.
+        inter = s.inter[: s.m].clone()
+        inter[s.counts[: s.m] < 2 * cfg.split_min_members] = -1
+        s.target = int(torch.argmax(inter))
+        s.inter.zero_()
+        return events
+
+    def _best_for(self, s: _Side, o: _Side) -> torch.Tensor:
+        """For each live cluster of ``o``: the cluster of ``s`` scoring highest with it."""
+        if s.best_for is None or s.best_for.numel() < o.m:
+            ws, wo = s.table[: s.m].unsqueeze(0), o.table[: o.m].unsqueeze(0)
+            if s.name == "user":
+                s.best_for = pairwise_scores(self.model, ws, wo)[0].argmax(0)
+            else:
+                s.best_for = pairwise_scores(self.model, wo, ws)[0].argmax(1)
+        return s.best_for
+
+    def _candidates(self, s: _Side, o: _Side, cur: torch.Tensor, partners: torch.Tensor,
+                    labels: torch.Tensor, valid: torch.Tensor, prow: torch.Tensor,
+                    pvec: torch.Tensor) -> torch.Tensor:
+        e, r = partners.shape
+        dev, gen = self.device, self.gen
+        rest = self.config.candidates - 2
+        n_best = rest // 3 + (rest % 3 > 0)
+        n_cohort = rest // 3 + (rest % 3 > 1)
+        n_rand = rest - n_best - n_cohort
+        newest = torch.full_like(cur, s.newest) if s.newest >= 0 else cur
+        # Which history entries to follow: prefer positive ones (those carry the taste).
+        weight = valid.float() * (1.0 + 3.0 * (labels > 0).float())
+        cols = [cur.unsqueeze(1), newest.unsqueeze(1)]
+        if n_best:
+            pick = torch.multinomial(weight, n_best, replacement=True, generator=gen)
+            if o.clustered:
+                cols.append(self._best_for(s, o)[prow.gather(1, pick)])
+            else:  # partners have own rows: score them against the live clusters directly
+                pv = pvec.gather(1, pick.unsqueeze(2).expand(-1, -1, pvec.shape[2]))
+                ws = s.table[: s.m].unsqueeze(0).expand(e, -1, -1)
+                sc = (pairwise_scores(self.model, ws, pv) if s.name == "user"
+                      else pairwise_scores(self.model, pv, ws).transpose(1, 2))
+                cols.append(sc.argmax(1))
+        if n_cohort:
+            # Two hops: the cluster of someone else who interacted with my partner.
+            pick = torch.multinomial(weight, n_cohort, replacement=True, generator=gen)
+            p = partners.gather(1, pick)
+            ps = o.slot_of[p].long()
+            has = ps >= 0
+            psafe = ps.clamp(min=0)
+            pn = o.hist_count[psafe].clamp(max=r)
+            has &= pn > 0
+            k = (torch.rand(p.shape, device=dev, generator=gen) * pn).long().clamp(max=r - 1)
+            q = o.hist_partner[psafe, k]
+            cq = s.assign[q].long()
+            has &= cq >= 0
+            rnd = torch.randint(0, s.m, p.shape, device=dev, generator=gen)
+            cols.append(torch.where(has, cq, rnd))
+        if n_rand:
+            cols.append(torch.randint(0, s.m, (e, n_rand), device=dev, generator=gen))
+        return torch.cat(cols, dim=1)
+
+    def _reassign(self, s: _Side, o: _Side, ents: torch.Tensor,
+                  slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+        if not s.clustered or s.m < 2:
+            return empty, empty
+        cfg, r = self.config, self.config.history
+        ok = slots >= 0
+        ents, slots = ents[ok], slots[ok]
+        nvalid = s.hist_count[slots].clamp(max=r)
+        ok = nvalid >= cfg.reassign_min_history
+        ents, slots, nvalid = ents[ok], slots[ok], nvalid[ok]
+        if ents.numel() == 0:
+            return empty, empty
+        partners, labels = s.hist_partner[slots], s.hist_label[slots]
+        valid = torch.arange(r, device=self.device).unsqueeze(0) < nvalid.unsqueeze(1)
+        prow = o.assign[partners].long().clamp(min=0)
+        pvec = o.table[prow]
+        cur = s.assign[ents].long()
+        cands = self._candidates(s, o, cur, partners, labels, valid, prow, pvec)
+        cvec = s.table[cands]
+        if s.name == "user":
+            scores = pairwise_scores(self.model, cvec, pvec)
+        else:
+            scores = pairwise_scores(self.model, pvec, cvec).transpose(1, 2)
+        target = labels.unsqueeze(1).expand_as(scores)
+        per = self._loss(scores, target) * valid.unsqueeze(1)
+        loss = per.sum(2) / nvalid.unsqueeze(1)  # exact model loss on the entity's history
+        best_loss, best_idx = loss.min(1)
+        best = cands.gather(1, best_idx.unsqueeze(1)).squeeze(1)
+        keep_anyway = torch.rand(ents.shape, device=self.device, generator=self.gen)
+        move = (best != cur) & (best_loss < loss[:, 0] - cfg.margin)
+        move &= keep_anyway >= cfg.damping
+        movers, old, new = ents[move], cur[move], best[move]
+        if movers.numel() == 0:
+            return empty, empty
+        # Never empty a cluster: at most count - 1 members may leave it in one step.
+        order, rank, _, _, _ = _group_rank(old)
+        movers, old, new = movers[order], old[order], new[order]
+        allowed = rank < s.counts[old] - 1
+        movers, old, new = movers[allowed], old[allowed], new[allowed]
+        s.assign[movers] = new.to(torch.int32)
+        ones = torch.ones_like(old)
+        s.counts.index_add_(0, old, -ones)
+        s.counts.index_add_(0, new, ones)
+        return movers, new
+
+    def step(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
+             context: torch.Tensor | None = None, return_changes: bool = False) -> dict:
+        """One online update on a micro-batch of events (dense internal ids).
+
+        Returns counters: ``events``, ``loss`` (mean loss BEFORE the update: progressive),
+        ``skipped`` (1 if the batch was rejected: non-finite labels, loss or gradients),
+        ``new_{side}``, ``reassigned_{side}``, ``splits_{side}``, ``clusters_{side}``,
+        ``known_{side}``, ``state_{side}`` (entities holding a ring buffer). With
+        ``return_changes``: ``changes`` = {side: (ids, clusters)} of every id whose
+        assignment was set or changed in this step (new, reassigned, split), and
+        ``split_events`` = [(side, parent, child, moved ids)]."""
+        dev = self.device
+        users = users.to(dev, torch.long).reshape(-1)
+        items = items.to(dev, torch.long).reshape(-1)
+        labels = labels.to(dev, torch.float32).reshape(-1)
+        if not users.shape == items.shape == labels.shape:
+            raise ValueError("users, items and labels must have the same length")
+        n = users.numel()
+        out: dict = {"events": n, "loss": float("nan"), "skipped": 0}
+        if n and (int(users.min()) < 0 or int(items.min()) < 0):
+            raise ValueError("internal ids must be non-negative")
+        if n == 0 or not bool(torch.isfinite(labels).all()):
+            out["skipped"] = int(n > 0)
+            self.totals["skipped"] += out["skipped"]
+            return self._finish(out)
+        su, si = self.sides["user"], self.sides["item"]
+        uniq_u, inv_u = torch.unique(users, return_inverse=True)
+        uniq_i, inv_i = torch.unique(items, return_inverse=True)
+        new_u, new_i = self._admit(su, uniq_u), self._admit(si, uniq_i)
+        out["new_user"], out["new_item"] = new_u.numel(), new_i.numel()
+
+        rows_u, rows_i = su.rows(users), si.rows(items)
+        u = su.table[rows_u].requires_grad_(True)
+        i = si.table[rows_i].requires_grad_(True)
+        self.model.zero_grad(set_to_none=True)
+        scores = self.model(u, i) if context is None else self.model(u, i, context.to(dev))
+        total = self._loss(scores, labels).sum()
+        if not bool(torch.isfinite(total)):
+            out["skipped"] = 1
+            self.totals["skipped"] += 1
+            return self._finish(out)
+        total.backward()
+        grads = [u.grad, i.grad] + [p.grad for p in self.model.parameters()
+                                    if p.grad is not None]
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            out["skipped"] = 1
+            self.totals["skipped"] += 1
+            return self._finish(out)
+        out["loss"] = float(total) / n
+        self.batches += 1
+        self.totals["events"] += n
+        changes: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"user": [], "item": []}
+        split_events: list = []
+        with torch.no_grad():
+            gu, gi = u.grad, i.grad
+            self._apply(su, rows_u, gu)
+            self._apply(si, rows_i, gi)
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-self.model_lr / n)
+            for s, ids, rows, g in ((su, users, rows_u, gu), (si, items, rows_i, gi)):
+                if s.clustered:
+                    s.inter.index_add_(0, rows, torch.ones_like(rows))
+                    self._accumulate(s, ids, rows, g)
+            slots_u, slots_i = self._touch(su, uniq_u), self._touch(si, uniq_i)
+            self._record(su, slots_u[inv_u], items, labels)
+            self._record(si, slots_i[inv_i], users, labels)
+            for s, o, ents, slots, new in ((su, si, uniq_u, slots_u, new_u),
+                                           (si, su, uniq_i, slots_i, new_i)):
+                movers, dest = self._reassign(s, o, ents, slots)
+                out[f"reassigned_{s.name}"] = movers.numel()
+                self.totals["reassigned"] += movers.numel()
+                if return_changes:
+                    changes[s.name] += [(new, s.assign[new].long()), (movers, dest)]
+            for s in (su, si):
+                out[f"splits_{s.name}"] = 0
+                if self.batches % self.config.split_every == 0:
+                    for parent, child, moved in self._split(s):
+                        out[f"splits_{s.name}"] += 1
+                        self.totals["splits"] += 1
+                        split_events.append((s.name, parent, child, moved))
+                        if return_changes:
+                            changes[s.name].append((moved, torch.full_like(moved, child)))
+                    s.best_for = None  # tables moved on: refresh once per window
+        if return_changes:
+            out["changes"] = {k: (torch.cat([a for a, _ in v]), torch.cat([b for _, b in v]))
+                              for k, v in changes.items()}
+            out["split_events"] = split_events
+        return self._finish(out)
+
+    def _finish(self, out: dict) -> dict:
+        for s in self.sides.values():
+            out.setdefault(f"new_{s.name}", 0)
+            out.setdefault(f"reassigned_{s.name}", 0)
+            out.setdefault(f"splits_{s.name}", 0)
+            out[f"clusters_{s.name}"] = s.m if s.clustered else s.known
+            out[f"known_{s.name}"] = s.known
+            out[f"state_{s.name}"] = s.used
+        return out
+
+    # ------------------------------------------------------------------ serving
+    def _lookup(self, s: _Side, ids: torch.Tensor) -> torch.Tensor:
+        """Rows for arbitrary ids; unknown ones (-1, beyond capacity, unseen) cold-start."""
+        ids = ids.to(self.device, torch.long).reshape(-1)
+        inside = (ids >= 0) & (ids < s.capacity)
+        rows = s.assign[ids.clamp(0, s.capacity - 1)].long()
+        known = inside & (rows >= 0)
+        if s.clustered:
+            return s.table[torch.where(known, rows, s.default_cluster())]
+        vec = s.table[rows.clamp(min=0)]
+        return vec * known.unsqueeze(1)  # per-entity side: unknown = zero vector and bias
+
+    @torch.no_grad()
+    def predict(self, users: torch.Tensor, items: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """Click probability (logloss) or predicted value (mse) per (user, item) pair."""
+        u, i = self._lookup(self.sides["user"], users), self._lookup(self.sides["item"], items)
+        scores = self.model(u, i) if context is None else self.model(u, i, context.to(u.device))
+        return torch.sigmoid(scores) if self.config.loss == "logloss" else scores
+
+    def clusters_of(self, side: str, ids: torch.Tensor) -> torch.Tensor:
+        """Assigned cluster per id (-1 for unknown ids)."""
+        s = self.sides[side]
+        ids = ids.to(self.device, torch.long).reshape(-1)
+        inside = (ids >= 0) & (ids < s.capacity)
+        rows = s.assign[ids.clamp(0, s.capacity - 1)].long()
+        return torch.where(inside, rows, -1)
+
+    def cluster_sizes(self, side: str) -> torch.Tensor:
+        s = self.sides[side]
+        return s.counts[: s.m].clone() if s.clustered else s.counts[: s.known].clone()
+
+    def cluster_table(self, side: str) -> torch.Tensor:
+        """Live rows ``(m, dim + 1)`` (last column: bias) for publishing."""
+        s = self.sides[side]
+        return s.table[: s.m] if s.clustered else s.table[: s.known]
+
+    def memory_bytes(self) -> int:
+        total = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        for s in self.sides.values():
+            total += sum(getattr(s, k).numel() * getattr(s, k).element_size()
+                         for k in _Side.TENSORS)
+        return total
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        for name, s in self.sides.items():
+            for k in _Side.TENSORS:
+                state[f"{name}.{k}"] = getattr(s, k).clone()
+            for k in _Side.SCALARS:
+                state[f"{name}.{k}"] = torch.tensor(getattr(s, k), dtype=torch.int64)
+        for k, v in self.model.state_dict().items():
+            state[f"model.{k}"] = v.clone()
+        state["batches"] = torch.tensor(self.batches, dtype=torch.int64)
+        for k, v in self.totals.items():
+            state[f"totals.{k}"] = torch.tensor(v, dtype=torch.int64)
+        state["rng"] = self.gen.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, s in self.sides.items():
+            expected = s.table.shape[1]
+            if state[f"{name}.table"].shape[1] != expected:
+                raise ValueError(f"{name} table width differs from config dim + 1")
+            for k in _Side.TENSORS:
+                setattr(s, k, state[f"{name}.{k}"].to(self.device).clone())
+            for k in _Side.SCALARS:
+                setattr(s, k, int(state[f"{name}.{k}"]))
+            s.best_for = None
+        self.model.load_state_dict({k[len("model."):]: v for k, v in state.items()
+                                    if k.startswith("model.")})
+        self.batches = int(state["batches"])
+        self.totals = {k: int(state[f"totals.{k}"]) for k in self.totals}
+        self.gen.set_state(state["rng"])
+
+
+__all__ = ["MFInteraction", "OnlineCEL", "OnlineCELConfig", "SIDES", "pairwise_scores",
+           "resolve_device"]
