@@ -1,0 +1,131 @@
+"""``celrec eval``: offline evaluation of several methods side by side on a dataset file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from cel.build import SIDES
+from cel.models import MODELS
+from cel.offline import TrainConfig
+from celrec.evaluation.datasets import FORMATS, DatasetError
+from celrec.evaluation.protocols import PROTOCOLS, prepare
+from celrec.evaluation.runner import ALL_METHODS, MethodUnavailable, RunSpec, evaluate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="celrec eval", description=__doc__)
+    p.add_argument("--data", help="dataset file (random and stream protocols)")
+    p.add_argument("--format", default="movielens", choices=FORMATS)
+    p.add_argument("--protocol", default="random", choices=PROTOCOLS)
+    p.add_argument("--train", help="predefined training file (e.g. u1.base)")
+    p.add_argument("--test", help="predefined test file (e.g. u1.test)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="mf", choices=MODELS)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--methods", default="full,hash,cel",
+                   help=f"comma-separated, from {','.join(ALL_METHODS)}")
+    p.add_argument("--clusters", type=int, default=50, help="cluster budget M_max per side")
+    p.add_argument("--side", default="item", choices=SIDES)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    d = TrainConfig()
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--reg", type=float, default=0.12)
+    p.add_argument("--reassign-epochs", type=int, default=15)
+    p.add_argument("--split-choice", default=d.split_choice,
+                   choices=("interactions", "members", "loss", "random"))
+    p.add_argument("--personal-epochs", type=int, default=0,
+                   help="personalisation phase length for cel (0: off)")
+    p.add_argument("--personal-l2", type=float, default=0.3)
+    p.add_argument("--negatives", type=int, default=1,
+                   help="sampled negatives per positive for implicit data")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", help="write learning curves and cluster sizes to this PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+class ProgressBar:
+    """One line on stderr per method, redrawn in place."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.last = enabled, 0.0
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (done < total and now - self.last < 0.2):
+            return
+        self.last = now
+        filled = int(30 * done / max(total, 1))
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{label:>10} [{'#' * filled}{'.' * (30 - filled)}] "
+                         f"{done}/{total}{end}")
+        sys.stderr.flush()
+
+
+def _fmt(value: float | int | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def format_table(report: dict) -> str:
+    rows = ["method      rmse    mse     auc     logloss  memory_B  ratio   events/s  "
+            "rmse|auc item0  item1-5  item6-20  item>20"]
+    key = "rmse" if any(r["rmse"] is not None for r in report["results"]) else "auc"
+    for r in report["results"]:
+        buckets = [_fmt(r["buckets"]["item"][b][key]) for b in ("0", "1-5", "6-20", ">20")]
+        rows.append(
+            f"{r['method']:<11} {_fmt(r['rmse']):<7} {_fmt(r['mse']):<7} {_fmt(r['auc']):<7} "
+            f"{_fmt(r['logloss']):<8} {r['memory_bytes']:<9} "
+            f"{_fmt(r['compression_ratio'], 1):<7} {_fmt(r['events_per_s'], 0):<9} "
+            + "  ".join(f"{b:<7}" for b in buckets))
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown or not methods:
+        print(f"celrec eval: unknown method(s) {unknown}; choose from {ALL_METHODS}",
+              file=sys.stderr)
+        return 2
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         reg=args.reg, reassign_epochs=args.reassign_epochs,
+                         split_choice=args.split_choice, personal_epochs=args.personal_epochs,
+                         personal_l2=args.personal_l2, seed=args.seed)
+    spec = RunSpec(methods=methods, model=args.model, dim=args.dim, clusters=args.clusters,
+                   side=args.side, protocol=args.protocol, device=args.device, seed=args.seed,
+                   train=config)
+    try:
+        prep = prepare(args.data, args.format, args.protocol, args.seed, args.train, args.test,
+                       args.negatives)
+        results = evaluate(prep, spec, ProgressBar(not args.quiet))
+    except (DatasetError, ValueError, MethodUnavailable) as exc:
+        print(f"celrec eval: {exc}", file=sys.stderr)
+        return 2
+    report = {"dataset": args.data or f"{args.train} | {args.test}", "protocol": args.protocol,
+              "task": prep.task, "model": args.model, "side": args.side,
+              "clusters": args.clusters, "dim": args.dim, "results": results}
+    if args.plot:
+        try:
+            from celrec.evaluation.plot import write_plot
+
+            write_plot(report, args.plot)
+        except ImportError:
+            print("celrec eval: --plot needs matplotlib (pip install 'celrec[eval]')",
+                  file=sys.stderr)
+            return 2
+    if args.json:
+        for r in report["results"]:  # curves stay out of the machine-readable summary
+            r.pop("curve", None)
+            r.pop("cluster_sizes", None)
+        print(json.dumps(report))
+    else:
+        print(format_table(report))
+    return 0

@@ -1,0 +1,254 @@
+"""Run several methods on one prepared dataset and collect comparable results."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from cel import cluster_ops
+from cel.build import full_bytes, make_recommender
+from cel.interactions import Interactions
+from cel.metrics import bucketed, summarise
+from cel.offline import OfflineCEL, TrainConfig, train_step
+from cel.recommender import Recommender
+from cel.tables import resolve_device
+from celrec.evaluation.protocols import Prepared
+
+ALL_METHODS = ("full", "hash", "dhash", "cel", "cel-online")
+Progress = Callable[[str, int, int], None]  # (label, done, total)
+
+
+class MethodUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class RunSpec:
+    methods: tuple[str, ...] = ("full", "hash", "cel")
+    model: str = "mf"
+    dim: int = 64
+    clusters: int = 50
+    side: str = "item"
+    protocol: str = "random"
+    device: str = "auto"
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stream_batch: int = 256
+    stream_window: int = 20_000  # recent events CEL's cluster steps see in a stream
+
+
+def _counts(ids: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.bincount(ids, minlength=n)
+
+
+def _metric(pred: torch.Tensor, labels: torch.Tensor, task: str) -> float | None:
+    out = summarise(pred, labels, task)
+    return out["rmse"] if task == "rating" else out["auc"]
+
+
+def _result(method: str, pred: torch.Tensor, data: Interactions, task: str,
+            user_counts: torch.Tensor, item_counts: torch.Tensor, memory: int, full: int,
+            events: int, seconds: float, curve: list[float], sizes: list[int]) -> dict:
+    pred, labels = pred.cpu(), data.labels.cpu()
+    if task == "rating":
+        pred = pred.clamp(float(labels.min()), float(labels.max())) if len(labels) else pred
+    return {
+        "method": method, **summarise(pred, labels, task),
+        "memory_bytes": memory, "compression_ratio": full / memory if memory else None,
+        "events_per_s": events / seconds if seconds > 0 else None,
+        "buckets": {"item": bucketed(pred, labels, item_counts.cpu(), task),
+                    "user": bucketed(pred, labels, user_counts.cpu(), task)},
+        "curve": curve, "cluster_sizes": sizes,
+    }
+
+
+def _cluster_sizes(rec: Recommender, side: str) -> list[int]:
+    sides = rec.clustered_sides()
+    if not sides:
+        return []
+    table = rec.table(side if side in sides else sides[0])
+    return table.counts[:table.num_active].tolist()
+
+
+def _recommender(method: str, prep: Prepared, spec: RunSpec) -> Recommender:
+    rec = make_recommender(method, prep.num_users, prep.num_items, spec.model, spec.dim,
+                           spec.side, spec.clusters, prep.task, spec.device,
+                           prep.context_cardinalities, seed=spec.seed)
+    mean = min(max(prep.label_mean, 1e-3), 1 - 1e-3) if prep.task == "binary" else 0.0
+    start = math.log(mean / (1 - mean)) if prep.task == "binary" else prep.label_mean
+    with torch.no_grad():
+        rec.model.global_bias.fill_(start)
+    return rec
+
+
+def run_offline(method: str, prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
+    rec = _recommender(method, prep, spec)
+    dev = resolve_device(spec.device)
+    train, test = prep.train.to(dev), prep.test.to(dev)
+    curve: list[float] = []
+    trainer = OfflineCEL(rec, spec.train)
+    total = spec.train.epochs + (spec.train.personal_epochs if rec.clustered_sides() else 0)
+    seconds = 0.0
+    clock = time.perf_counter()
+
+    def on_epoch(epoch: int, _: OfflineCEL) -> float | None:
+        nonlocal seconds, clock
+        seconds += time.perf_counter() - clock
+        value = _metric(rec.predict(test).cpu(), test.labels.cpu(), prep.task)
+        if value is not None:
+            curve.append(value)
+        if progress:
+            progress(method, epoch + 1, total)
+        clock = time.perf_counter()
+        return value
+
+    hist = trainer.fit(train, on_epoch)
+    side = "item" if spec.side == "both" else spec.side
+    return _result(method, rec.predict(test), test, prep.task,
+                   _counts(train.users, prep.num_users)[test.users],
+                   _counts(train.items, prep.num_items)[test.items],
+                   rec.memory_bytes() - _unclustered_bytes(rec, spec.side),
+                   full_bytes(prep.num_users, prep.num_items, rec.model.embedding_dim, spec.side),
+                   hist.events, seconds, curve, _cluster_sizes(rec, side))
+
+
+def _unclustered_bytes(rec: Recommender, side: str) -> int:
+    """Memory of the side(s) the method does not compress: left out of the comparison."""
+    if side == "both":
+        return 0
+    other = rec.user_table if side == "item" else rec.item_table
+    return int(other.memory_bytes())
+
+
+def run_stream(method: str, prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
+    """Progressive validation: predict each batch, then learn from it."""
+    rec = _recommender(method, prep, spec)
+    dev = resolve_device(spec.device)
+    events = prep.test.to(dev)
+    cfg = spec.train
+    optimizer = torch.optim.Adam(rec.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(spec.seed)
+    user_seen = torch.zeros(prep.num_users, dtype=torch.long, device=dev)
+    item_seen = torch.zeros(prep.num_items, dtype=torch.long, device=dev)
+    preds, u_counts, i_counts, curve = [], [], [], []
+    seconds, step, n = 0.0, 0, len(events)
+    for start in range(0, n, spec.stream_batch):
+        batch = events.subset(slice(start, start + spec.stream_batch))
+        u_counts.append(user_seen[batch.users].clone())
+        i_counts.append(item_seen[batch.items].clone())
+        clock = time.perf_counter()
+        for side in rec.clustered_sides():  # first sight: the largest cluster, not cluster 0
+            seen = (user_seen if side == "user" else item_seen) > 0
+            cluster_ops.place_cold(rec, side, seen, cfg.cold_policy)
+        preds.append(rec.predict(batch))
+        train_step(rec, optimizer, batch, cfg.reg)
+        user_seen += _counts(batch.users, prep.num_users)
+        item_seen += _counts(batch.items, prep.num_items)
+        step += 1
+        if rec.clustered_sides():
+            window = events.subset(slice(max(0, start + len(batch) - spec.stream_window),
+                                         start + len(batch)))
+            for side in rec.clustered_sides():
+                if step % cfg.split_every == 0:
+                    cluster_ops.split(rec, side, window, cfg.split_choice, optimizer, gen)
+                if step % cfg.reassign_every == 0:
+                    cluster_ops.reassign(rec, side, window, cfg.keep_prob, gen)
+        seconds += time.perf_counter() - clock
+        if step % 50 == 0 or start + len(batch) >= n:
+            done = torch.cat(preds)
+            value = _metric(done.cpu(), events.labels[:len(done)].cpu(), prep.task)
+            if value is not None:
+                curve.append(value)
+            if progress:
+                progress(method, start + len(batch), n)
+    side = "item" if spec.side == "both" else spec.side
+    return _result(method, torch.cat(preds) if preds else torch.empty(0), events, prep.task,
+                   torch.cat(u_counts) if u_counts else torch.empty(0, dtype=torch.long),
+                   torch.cat(i_counts) if i_counts else torch.empty(0, dtype=torch.long),
+                   rec.memory_bytes() - _unclustered_bytes(rec, spec.side),
+                   full_bytes(prep.num_users, prep.num_items, rec.model.embedding_dim, spec.side),
+                   n, seconds, curve, _cluster_sizes(rec, side))
+
+
+def run_online(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
+    """``cel-online`` through ``cel.online.OnlineCEL`` (one pass per epoch; stream: one pass)."""
+    try:
+        from cel.online import OnlineCEL, OnlineCELConfig
+    except ImportError as exc:  # the module belongs to another component
+        raise MethodUnavailable(f"cel-online is not available: {exc}") from exc
+    from cel.models import build_model
+
+    width = spec.dim + 1
+    cfg = OnlineCELConfig(
+        dim=spec.dim, user_clusters=spec.clusters, item_clusters=spec.clusters,
+        cluster_users=spec.side in ("user", "both"), cluster_items=spec.side in ("item", "both"),
+        loss="logloss" if prep.task == "binary" else "mse", seed=spec.seed,
+        state_capacity=max(prep.num_users, prep.num_items, 1),  # bounded per-entity state
+        initial_capacity=max(prep.num_users, prep.num_items, 1))
+    model = build_model(spec.model, spec.dim, ())
+    with torch.no_grad():
+        mean = min(max(prep.label_mean, 1e-3), 1 - 1e-3)
+        model.global_bias.fill_(math.log(mean / (1 - mean)) if prep.task == "binary"
+                                else prep.label_mean)
+    online = OnlineCEL(cfg, spec.device, interaction=model)
+    stream = spec.protocol == "stream"
+    batch_size = spec.stream_batch if stream else spec.train.batch_size
+    gen = torch.Generator().manual_seed(spec.seed)
+    source = prep.test if stream else prep.train
+    passes = 1 if stream else spec.train.epochs
+    preds: list[torch.Tensor] = []
+    u_counts, i_counts, curve = [], [], []
+    u_seen = torch.zeros(prep.num_users, dtype=torch.long)
+    i_seen = torch.zeros(prep.num_items, dtype=torch.long)
+    seconds, events = 0.0, 0
+    for epoch in range(passes):
+        order = torch.arange(len(source)) if stream else torch.randperm(len(source), generator=gen)
+        for start in range(0, len(source), batch_size):
+            batch = source.subset(order[start:start + batch_size])
+            if stream:
+                preds.append(online.predict(batch.users, batch.items).cpu())
+                u_counts.append(u_seen[batch.users].clone())
+                i_counts.append(i_seen[batch.items].clone())
+                u_seen += _counts(batch.users, prep.num_users)
+                i_seen += _counts(batch.items, prep.num_items)
+            clock = time.perf_counter()
+            online.step(batch.users, batch.items, batch.labels)
+            seconds += time.perf_counter() - clock
+            events += len(batch)
+        if not stream:
+            pred = online.predict(prep.test.users, prep.test.items).cpu()
+            value = _metric(pred, prep.test.labels, prep.task)
+            if value is not None:
+                curve.append(value)
+        if progress:
+            progress("cel-online", epoch + 1, passes)
+    if stream:
+        pred, u_count, i_count = torch.cat(preds), torch.cat(u_counts), torch.cat(i_counts)
+    else:
+        pred = online.predict(prep.test.users, prep.test.items).cpu()
+        u_count = _counts(prep.train.users, prep.num_users)[prep.test.users]
+        i_count = _counts(prep.train.items, prep.num_items)[prep.test.items]
+    full = full_bytes(prep.num_users, prep.num_items, width, spec.side)
+    side = "item" if spec.side == "both" else spec.side
+    sizes = online.cluster_sizes(side).tolist() if spec.side in (side, "both") else []
+    return _result("cel-online", pred, source if stream else prep.test, prep.task,
+                   u_count, i_count,
+                   online.memory_bytes(), full, events, seconds, curve, sizes)
+
+
+def evaluate(prep: Prepared, spec: RunSpec, progress: Progress | None = None) -> list[dict]:
+    results = []
+    for method in spec.methods:
+        if method not in ALL_METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
+        if method == "cel-online":
+            results.append(run_online(prep, spec, progress))
+        elif spec.protocol == "stream":
+            results.append(run_stream(method, prep, spec, progress))
+        else:
+            results.append(run_offline(method, prep, spec, progress))
+    return results
