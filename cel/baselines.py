@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Odd multipliers for multiplicative hashing; a prime modulus keeps the two hashes independent.
+# Universal hashing ((a·x + b) mod p) mod rows; multipliers near p so that x·a wraps mod p
+# even for small ids (small multipliers make the two hashes differ by a constant).
 _PRIME = 2_147_483_647
-_MULTIPLIERS = (1_000_003, 999_983)
+_MULTIPLIERS = (1_500_450_271, 1_234_567_891)
 _OFFSETS = (12_345, 67_891)
 
 

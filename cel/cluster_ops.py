@@ -44,25 +44,30 @@ def cluster_losses(rec: Recommender, side: str, data: Interactions,
     return entities, losses
 
 
-def apply_moves(table: ClusteredEmbedding, ids: torch.Tensor, targets: torch.Tensor) -> int:
+def apply_moves(table: ClusteredEmbedding, ids: torch.Tensor, targets: torch.Tensor,
+                regret: torch.Tensor | None = None) -> int:
     """Move ``ids`` to ``targets`` but never leave an active cluster empty.
 
-    A cluster that would lose all its members keeps them (their moves are cancelled); repeated
-    until stable, so every active cluster keeps at least one member. Returns moves applied.
+    For a cluster that would lose all its members, the leaver with the smallest ``regret``
+    (loss gained by staying; default: the first) stays. Repeated until stable. Returns the
+    number of moves applied.
     """
     old = table.assignment[ids].long()
     keep = targets == old
+    cost = torch.zeros(len(ids), device=ids.device) if regret is None else regret.float()
     while True:
         proposal = table.assignment.long().clone()
         proposal[ids] = torch.where(keep, old, targets)
         counts = torch.bincount(proposal, minlength=table.max_clusters)[:table.num_active]
-        empty = (counts == 0).nonzero().flatten()
-        if len(empty) == 0:
+        empty = (counts == 0).nonzero().flatten().tolist()
+        reverted = False
+        for cluster in empty:
+            leavers = (old == cluster) & ~keep
+            if bool(leavers.any()):
+                keep[torch.where(leavers, cost, torch.inf).argmin()] = True
+                reverted = True
+        if not reverted:
             break
-        revert = torch.isin(old, empty) & ~keep
-        if not bool(revert.any()):
-            break
-        keep |= revert
     table.assign(proposal)
     return int((~keep).sum())
 
@@ -83,7 +88,7 @@ def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float =
     coins = torch.rand(len(entities), generator=generator).to(entities.device)
     move = (best_loss < current_loss - 1e-9 * current_loss.abs()) & (coins >= keep_prob)
     targets = torch.where(move, best, current)
-    moved = apply_moves(table, entities, targets)
+    moved = apply_moves(table, entities, targets, current_loss - best_loss)
     return {"scored": len(entities), "moved": moved}
 
 
