@@ -15,9 +15,7 @@ from celrec.settings import Settings
 from schemas.events import Event
 from schemas.messages import encode_event
 from service.app import build_state, create_app
-from trainer.learner import make_learner
-from trainer.main import start_trainer_thread
-from trainer.stream import StreamTrainer
+from trainer.main import build_trainer, start_trainer_thread
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +23,7 @@ log = logging.getLogger(__name__)
 def run_all_in_one(settings: Settings, demo: bool = False) -> int:
     configure_logging(settings.log_level)
     event_log, store = make_event_log(settings), make_state_store(settings)
-    trainer = StreamTrainer(settings, event_log, store, make_learner(settings))
+    trainer = build_trainer(settings, event_log, store)
     stop = threading.Event()
     threads = [start_trainer_thread(trainer, stop)]
     if demo:

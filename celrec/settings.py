@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         100_000, ge=0, description="how many recent event ids are remembered for dedup"
     )
     checkpoint_interval_s: float = Field(
-        1.0, ge=0, le=3600,
+        5.0, ge=0, le=3600,
         description="seconds between trainer checkpoints (0: after every batch); "
         "offsets are committed only after a checkpoint stores the batches' effect",
     )
@@ -98,7 +98,26 @@ class Settings(BaseSettings):
     embedding_dim: int = Field(32, ge=1, le=1024, description="embedding dimension")
     user_clusters: int = Field(256, ge=1, le=1_000_000, description="user cluster budget")
     item_clusters: int = Field(256, ge=1, le=1_000_000, description="item cluster budget")
-    learning_rate: float = Field(0.05, gt=0, le=10, description="trainer learning rate")
+    learning_rate: float = Field(0.1, gt=0, le=10, description="trainer learning rate")
+    entity_state_capacity: int = Field(
+        100_000, ge=1, description="entities per side keeping recent history for reassignment"
+    )
+    rating_positive_threshold: float = Field(
+        4.0, description="a rating event at or above this value counts as a positive label"
+    )
+    publish_interval_ms: int = Field(
+        200, ge=10, le=60_000, description="cadence of model deltas published for serving"
+    )
+    snapshot_interval_s: float = Field(
+        60.0, gt=0, le=86_400, description="seconds between full model snapshots"
+    )
+    version_grace_s: float = Field(
+        120.0, gt=0, description="how long a replaced model version stays readable"
+    )
+    seen_items_max: int = Field(
+        200, ge=0, le=10_000, description="recent items kept per user to exclude from "
+        "recommendations (0 disables)"
+    )
     seed: int = Field(0, description="random seed of model initialisation")
 
     # Service

@@ -34,6 +34,9 @@ class TrainerProgress(BaseModel):
     events_applied: int = 0
     duplicates_skipped: int = 0
     dead_lettered: int = 0
+    events_skipped: int = Field(
+        0, description="events of batches the model refused (non-finite loss or gradients)"
+    )
     batches: int = 0
     offsets: dict[str, int] = Field(
         default_factory=dict, description="'topic:partition' -> next offset to read"

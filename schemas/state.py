@@ -9,6 +9,8 @@ Keys (``{p}`` is the configured prefix, default ``celrec``):
 | ``{p}:model:current`` | the current model version (ASCII integer), the pointer readers follow |
 | ``{p}:model:v{version}:meta`` | JSON metadata of that version |
 | ``{p}:model:v{version}:array:{name}`` | one array in :func:`encode_array` format |
+| ``{p}:model:v{version}:delta:{seq}`` | one delta bundle (see ``schemas.snapshot``) |
+| ``{p}:model:v{version}:delta_seq`` | newest delta seq of that version (ASCII integer) |
 | ``{p}:user:{user_id}:seen`` | list of recent item ids of that user, newest first (bounded) |
 
 Channel ``{p}:model:updates`` carries a JSON notice whenever a new version or delta lands.
@@ -102,6 +104,12 @@ class StateKeys:
 
     def model_array(self, version: int, name: str) -> str:
         return f"{self.prefix}:model:v{version}:array:{name}"
+
+    def model_delta(self, version: int, seq: int) -> str:
+        return f"{self.prefix}:model:v{version}:delta:{seq}"
+
+    def model_delta_seq(self, version: int) -> str:
+        return f"{self.prefix}:model:v{version}:delta_seq"
 
     def user_seen(self, user_id: str) -> str:
         return f"{self.prefix}:user:{user_id}:seen"

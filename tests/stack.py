@@ -14,7 +14,7 @@ from celrec.backends import EventLog, StateStore
 from celrec.settings import Settings
 from schemas.api import TrainerProgress
 from service.app import build_state, create_app
-from trainer.learner import Learner, PopularityLearner
+from trainer.main import build_trainer
 from trainer.stream import StreamTrainer, progress_of
 
 
@@ -43,9 +43,8 @@ class Stack:
 
 
 @contextmanager
-def running_stack(settings: Settings, event_log: EventLog, store: StateStore,
-                  learner: Learner | None = None) -> Iterator[Stack]:
-    trainer = StreamTrainer(settings, event_log, store, learner or PopularityLearner())
+def running_stack(settings: Settings, event_log: EventLog, store: StateStore) -> Iterator[Stack]:
+    trainer = build_trainer(settings, event_log, store)
     stop = threading.Event()
     thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
     thread.start()

@@ -6,13 +6,20 @@ import logging
 import signal
 import threading
 
-from celrec.backends import make_event_log, make_state_store
+from celrec.backends import EventLog, StateStore, make_event_log, make_state_store
 from celrec.logs import configure_logging
 from celrec.settings import Settings
 from trainer.learner import make_learner
+from trainer.publisher import Publisher
 from trainer.stream import StreamTrainer
 
 log = logging.getLogger(__name__)
+
+
+def build_trainer(settings: Settings, event_log: EventLog, store: StateStore) -> StreamTrainer:
+    """The trainer the settings describe: model, checkpoints and publishing for serving."""
+    return StreamTrainer(settings, event_log, store, make_learner(settings),
+                         Publisher(settings, store))
 
 
 def start_trainer_thread(trainer: StreamTrainer, stop: threading.Event) -> threading.Thread:
@@ -25,7 +32,7 @@ def start_trainer_thread(trainer: StreamTrainer, stop: threading.Event) -> threa
 def train(settings: Settings, max_seconds: float | None = None) -> int:
     configure_logging(settings.log_level)
     event_log, store = make_event_log(settings), make_state_store(settings)
-    trainer = StreamTrainer(settings, event_log, store, make_learner(settings))
+    trainer = build_trainer(settings, event_log, store)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -34,6 +34,7 @@ from schemas.messages import DeadLetter, MessageDecodeError, decode_event
 from schemas.state import StateKeys
 from trainer.dedup import DedupWindow
 from trainer.learner import Learner
+from trainer.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,18 @@ class BatchReport:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    skipped: int = 0  # events of a batch the model refused as non-finite
     seconds: float = 0.0
     checkpointed: bool = False
 
 
 class StreamTrainer:
     def __init__(self, settings: Settings, event_log: EventLog, store: StateStore,
-                 learner: Learner):
+                 learner: Learner, publisher: Publisher | None = None):
         self.settings = settings
         self.store = store
         self.learner = learner
+        self.publisher = publisher
         self.keys = StateKeys(settings.state_prefix)
         self.dedup = DedupWindow(settings.dedup_window)
         self.progress = TrainerProgress()
@@ -104,7 +107,6 @@ class StreamTrainer:
 
     def checkpoint(self) -> None:
         """Store the model, dedup window, counters and offsets atomically; then commit."""
-        self.progress.offsets = {_tp_name(tp): off for tp, off in self._positions.items()}
         self.progress.updated_at = time.time()
         values = {self.keys.trainer_state(n): b for n, b in self.learner.state().items()}
         values[self.keys.trainer_state(DEDUP_BLOB)] = "\n".join(self.dedup.export()).encode()
@@ -157,33 +159,43 @@ class StreamTrainer:
         started = time.perf_counter()
         report = BatchReport(records=len(records))
         events: list[Event] = []
+        accepted_at: list[float] = []
         letters: list[DeadLetter] = []
         batch_ids: set[str] = set()
         for record in records:
             try:
-                event = decode_event(record.value).event
+                envelope = decode_event(record.value)
             except MessageDecodeError as exc:
                 letters.append(DeadLetter(exc.reason, record.topic, record.partition,
                                           record.offset, record.value))
                 continue
+            event = envelope.event
             assert event.event_id is not None
             if event.event_id in self.dedup or event.event_id in batch_ids:
                 report.duplicates += 1
                 continue
             batch_ids.add(event.event_id)
             events.append(event)
+            accepted_at.append(envelope.accepted_at)
         if letters:
             self._dead_letter(letters)
             report.dead_lettered = len(letters)
         if events:
-            self.learner.learn(events)
+            stats = self.learner.learn(events)
             for event in events:
                 self.dedup.add(event.event_id)  # type: ignore[arg-type]
-        report.applied = len(events)
+            if stats.skipped:
+                report.skipped = len(events)
+            else:
+                report.applied = len(events)
+                if self.publisher is not None:
+                    self.publisher.note_events(events, accepted_at)
         for record in records:
             tp = (record.topic, record.partition)
             self._positions[tp] = max(self._positions.get(tp, 0), record.offset + 1)
+        self.progress.offsets = {_tp_name(tp): off for tp, off in self._positions.items()}
         self.progress.events_applied += report.applied
+        self.progress.events_skipped += report.skipped
         self.progress.duplicates_skipped += report.duplicates
         self.progress.dead_lettered += report.dead_lettered
         self.progress.batches += 1 if records else 0
@@ -197,6 +209,8 @@ class StreamTrainer:
         if self._dirty and due:
             self.checkpoint()
             report.checkpointed = True
+        if self.publisher is not None:
+            self.publisher.maybe_publish(self.learner, self.progress)  # type: ignore[arg-type]
         return report
 
     def run(self, stop: threading.Event) -> None:

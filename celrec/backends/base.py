@@ -131,6 +131,15 @@ class StateStore(ABC):
     def list_push(self, key: str, values: Sequence[bytes], max_length: int) -> None:
         """Prepend values (the last given ends up first) and keep the newest ``max_length``."""
 
+    def list_push_many(self, values: Mapping[str, Sequence[bytes]], max_length: int,
+                       ttl_s: float | None = None) -> None:
+        """:meth:`list_push` for many keys (one round trip where the store allows it),
+        each list then expiring ``ttl_s`` after its last push."""
+        for key, items in values.items():
+            self.list_push(key, items, max_length)
+        if ttl_s is not None and values:
+            self.expire(list(values), ttl_s)
+
     @abstractmethod
     def list_range(self, key: str, count: int) -> list[bytes]:
         """The first ``count`` elements (newest first)."""

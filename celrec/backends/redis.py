@@ -128,6 +128,20 @@ class RedisStateStore(StateStore):
                 pipe.delete(key)
             pipe.execute()
 
+    def list_push_many(self, values: Mapping[str, Sequence[bytes]], max_length: int,
+                       ttl_s: float | None = None) -> None:
+        if not values:
+            return
+        with _guard("list_push_many"):
+            pipe = self._client.pipeline(transaction=False)  # one round trip, no MULTI needed
+            for key, items in values.items():
+                if items:
+                    pipe.lpush(key, *items)
+                pipe.ltrim(key, 0, max_length - 1) if max_length > 0 else pipe.delete(key)
+                if ttl_s is not None:
+                    pipe.pexpire(key, max(1, int(ttl_s * 1000)))
+            pipe.execute()
+
     def list_range(self, key: str, count: int) -> list[bytes]:
         if count <= 0:
             return []

@@ -5,10 +5,11 @@ from celrec.backends.embedded import EmbeddedEventLog, EmbeddedStateStore
 from celrec.settings import Settings
 from schemas.events import Event
 from schemas.messages import DeadLetter, encode_event
-from trainer.learner import PopularityLearner
+from trainer.cel_learner import CELLearner
 from trainer.stream import StreamTrainer, progress_of
 
-SETTINGS = Settings(batch_max_events=50, batch_max_wait_ms=20, checkpoint_interval_s=0)
+SETTINGS = Settings(batch_max_events=50, batch_max_wait_ms=20, checkpoint_interval_s=0,
+                    entity_state_capacity=1000)
 
 
 def produce(log, events):
@@ -29,12 +30,12 @@ def drain(trainer: StreamTrainer, rounds: int = 50) -> None:
 def test_applies_each_event_once_and_stores_progress_with_offsets():
     log, store = EmbeddedEventLog(partitions=3), EmbeddedStateStore()
     produce(log, [event(k, item=f"i{k % 4}") for k in range(120)])
-    trainer = StreamTrainer(SETTINGS, log, store, PopularityLearner())
+    trainer = StreamTrainer(SETTINGS, log, store, CELLearner(SETTINGS))
     drain(trainer)
     progress = progress_of(store, "celrec")
     assert progress.events_applied == 120 and progress.dead_lettered == 0
     assert sum(progress.offsets.values()) == 120
-    assert sum(trainer.learner.positives.values()) == 120
+    assert trainer.learner.positives() == 120
     assert trainer.consumer.committed() == {("events", p): o for p, o in enumerate(
         [progress.offsets[f"events:{p}"] for p in range(3)])}
     assert all(v == 0 for v in trainer.lag().values())
@@ -43,7 +44,7 @@ def test_applies_each_event_once_and_stores_progress_with_offsets():
 def test_duplicate_event_ids_apply_once_within_and_across_batches():
     log, store = EmbeddedEventLog(partitions=2), EmbeddedStateStore()
     produce(log, [event(k) for k in range(30)] + [event(k) for k in range(10)])
-    trainer = StreamTrainer(SETTINGS, log, store, PopularityLearner())
+    trainer = StreamTrainer(SETTINGS, log, store, CELLearner(SETTINGS))
     drain(trainer)
     produce(log, [event(k) for k in range(25, 35)])  # 5 old, 5 new
     drain(trainer)
@@ -59,7 +60,7 @@ def test_bad_messages_are_dead_lettered_with_reason_and_nothing_else_is_lost():
                b'{"totally": "different"}', b"[", b"x" * 70_000]
     log.producer().send("events", [(b"k", g) for g in garbage], 1.0)
     produce(log, [event(k) for k in range(5, 10)])
-    trainer = StreamTrainer(SETTINGS, log, store, PopularityLearner())
+    trainer = StreamTrainer(SETTINGS, log, store, CELLearner(SETTINGS))
     drain(trainer)
     progress = progress_of(store, "celrec")
     assert progress.events_applied == 10 and progress.dead_lettered == len(garbage)
@@ -74,8 +75,9 @@ def test_bad_messages_are_dead_lettered_with_reason_and_nothing_else_is_lost():
 def test_restart_resumes_from_checkpoint_without_double_applying():
     log, store = EmbeddedEventLog(partitions=2), EmbeddedStateStore()
     produce(log, [event(k, item=f"i{k % 3}") for k in range(100)])
-    settings = Settings(batch_max_events=10, batch_max_wait_ms=10, checkpoint_interval_s=3600)
-    first = StreamTrainer(settings, log, store, PopularityLearner())
+    settings = Settings(batch_max_events=10, batch_max_wait_ms=10, checkpoint_interval_s=3600,
+                        entity_state_capacity=1000)
+    first = StreamTrainer(settings, log, store, CELLearner(SETTINGS))
     first.run_once()
     first.checkpoint()  # 10 events stored...
     for _ in range(3):
@@ -83,13 +85,13 @@ def test_restart_resumes_from_checkpoint_without_double_applying():
     assert first.progress.events_applied == 40
     assert progress_of(store, "celrec").events_applied == 10
 
-    second = StreamTrainer(settings, log, store, PopularityLearner())
-    assert sum(second.learner.positives.values()) == 10  # model restored with the offsets
+    second = StreamTrainer(settings, log, store, CELLearner(SETTINGS))
+    assert second.learner.positives() == 10  # model restored with the offsets
     while second.run_once().records:
         pass
     second.checkpoint()
     assert progress_of(store, "celrec").events_applied == 100
-    assert sum(second.learner.positives.values()) == 100
+    assert second.learner.positives() == 100
     # duplicates of already-applied events are still recognised after the restart
     produce(log, [event(k) for k in range(5)])
     second.run_once()

@@ -1,0 +1,201 @@
+"""The trainer's model: online CEL (cel.online) over string ids, plus what serving needs.
+
+Besides the model this keeps the id maps, per-item positive counts and a per-scenario
+popularity prior over item rows, and remembers what changed since the last publish so a
+delta carries only that (tables are small by design and always travel whole).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from cel.idmap import IdMap
+from cel.online import SIDES, OnlineCEL, OnlineCELConfig
+from celrec.settings import Settings
+from schemas.events import Event, EventType
+from schemas.snapshot import SideMeta, assignment_dtype
+from schemas.state import decode_array, encode_array
+from trainer.learner import Learner, LearnStats
+
+MODEL_KIND = "mf"
+
+
+class CELLearner(Learner):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        config = OnlineCELConfig(
+            dim=settings.embedding_dim, user_clusters=settings.user_clusters,
+            item_clusters=settings.item_clusters, loss="logloss", lr=settings.learning_rate,
+            state_capacity=settings.entity_state_capacity, seed=settings.seed,
+        )
+        self.model = OnlineCEL(config, device=settings.device)
+        self.ids = {side: IdMap() for side in SIDES}
+        self.item_popularity = np.zeros(1024, dtype=np.int32)
+        self.scenarios: list[str] = []
+        self.scenario_prior = np.zeros((0, settings.item_clusters), dtype=np.float32)
+        self.blob_names = tuple(sorted(
+            [f"cel.{k}" for k in self.model.state_dict()]
+            + [f"ids.{s}.{part}" for s in SIDES for part in ("blob", "offsets")]
+            + ["item_popularity", "scenario_prior", "scenarios"]
+        ))
+        self._reset_changes()
+
+    # -- learning ----------------------------------------------------------------------
+    def _label(self, event: Event) -> float:
+        if event.event_type is EventType.rating:
+            return float(event.value >= self.settings.rating_positive_threshold)
+        return float(event.value > 0)
+
+    def _scenario_index(self, scenario: str) -> int:
+        if scenario not in self.scenarios:
+            self.scenarios.append(scenario)
+            self.scenario_prior = np.vstack(
+                [self.scenario_prior, np.zeros((1, self.scenario_prior.shape[1]), np.float32)]
+            )
+        return self.scenarios.index(scenario)
+
+    def learn(self, events: list[Event]) -> LearnStats:
+        users, _ = self.ids["user"].lookup_or_add(e.user_id for e in events)
+        items, _ = self.ids["item"].lookup_or_add(e.item_id for e in events)
+        labels = np.array([self._label(e) for e in events], dtype=np.float32)
+        out = self.model.step(torch.from_numpy(users), torch.from_numpy(items),
+                              torch.from_numpy(labels), return_changes=True)
+        if out["skipped"]:
+            return LearnStats(events=len(events), skipped=True)
+        for side, (ids, _rows) in out["changes"].items():
+            self._changed[side].append(ids.cpu().numpy())
+        self._splits += [(side, int(p), int(c), int(m.numel()))
+                         for side, p, c, m in out["split_events"]]
+        positive = labels > 0
+        if positive.any():
+            self._count_positives(items[positive], [e.scenario for e, p in
+                                                    zip(events, positive, strict=True) if p])
+        return LearnStats(events=len(events), loss=out["loss"],
+                          extra={k: float(v) for k, v in out.items()
+                                 if isinstance(v, int | float) and k not in ("loss",)})
+
+    def _count_positives(self, items: np.ndarray, scenarios: list[str]) -> None:
+        if len(self.item_popularity) <= items.max():
+            grown = np.zeros(max(2 * len(self.item_popularity), int(items.max()) + 1), np.int32)
+            grown[: len(self.item_popularity)] = self.item_popularity
+            self.item_popularity = grown
+        np.add.at(self.item_popularity, items, 1)
+        self._popular.append(items)
+        rows = self.model.clusters_of("item", torch.from_numpy(items)).cpu().numpy()
+        index = np.array([self._scenario_index(s) for s in scenarios])
+        ok = rows >= 0
+        np.add.at(self.scenario_prior, (index[ok], rows[ok]), 1.0)
+
+    # -- publishing --------------------------------------------------------------------
+    def _reset_changes(self) -> None:
+        self._changed: dict[str, list[np.ndarray]] = {s: [] for s in SIDES}
+        self._popular: list[np.ndarray] = []
+        self._splits: list[tuple[str, int, int, int]] = []
+        self._published_entities = {s: len(self.ids[s]) for s in SIDES}
+
+    @property
+    def has_changes(self) -> bool:
+        return any(self._changed[s] for s in SIDES) or bool(self._popular) or any(
+            len(self.ids[s]) != self._published_entities[s] for s in SIDES)
+
+    def side_meta(self) -> dict[str, SideMeta]:
+        return {s: SideMeta(entities=len(self.ids[s]),
+                            rows=int(self.model.cluster_table(s).shape[0]),
+                            clustered=self.model.sides[s].clustered) for s in SIDES}
+
+    def _rows_of(self, side: str, internal: np.ndarray) -> np.ndarray:
+        """Current row of each id; ids a skipped batch never admitted get the default row."""
+        rows = self.model.clusters_of(side, torch.from_numpy(internal)).cpu().numpy()
+        if (rows < 0).any():
+            rows = np.where(rows < 0, self.model.sides[side].default_cluster(), rows)
+        return rows
+
+    def _common_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"{s}.table": self.model.cluster_table(s).detach().cpu().numpy()
+                  .astype(np.float32) for s in SIDES}
+        for name, value in self.model.model.state_dict().items():
+            arrays[f"model.{name}"] = value.detach().cpu().numpy().astype(np.float32)
+        arrays["scenario.item_cluster_popularity"] = self._prior()
+        return arrays
+
+    def _prior(self) -> np.ndarray:
+        rows = int(self.model.cluster_table("item").shape[0])
+        prior = np.zeros((len(self.scenarios), rows), dtype=np.float32)
+        width = min(rows, self.scenario_prior.shape[1])
+        prior[:, :width] = self.scenario_prior[:, :width]
+        return prior
+
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        """Everything a reader needs to serve (see schemas.snapshot); resets the changes."""
+        arrays = self._common_arrays()
+        for side in SIDES:
+            n = len(self.ids[side])
+            rows = self._rows_of(side, np.arange(n, dtype=np.int64))
+            dtype = assignment_dtype(int(self.model.cluster_table(side).shape[0]))
+            arrays[f"{side}.assign"] = rows.astype(dtype)
+            blob, offsets = self.ids[side].export_arrays()
+            arrays[f"{side}.ids.blob"], arrays[f"{side}.ids.offsets"] = blob, offsets
+        arrays["item.popularity"] = self.item_popularity[: len(self.ids["item"])].copy()
+        self._reset_changes()
+        return arrays
+
+    def delta_arrays(self) -> tuple[dict[str, int], list[tuple[str, int, int, int]],
+                                    dict[str, np.ndarray]]:
+        """(first new internal id per side, split events, arrays); resets the changes."""
+        arrays = self._common_arrays()
+        first_new = dict(self._published_entities)
+        for side in SIDES:
+            n = len(self.ids[side])
+            new = np.arange(first_new[side], n, dtype=np.int64)
+            fresh = IdMap()
+            fresh.lookup_or_add(self.ids[side].external(new))
+            blob, offsets = fresh.export_arrays()
+            arrays[f"{side}.new_ids.blob"], arrays[f"{side}.new_ids.offsets"] = blob, offsets
+            changed = np.unique(np.concatenate([new, *self._changed[side]]).astype(np.int64))
+            arrays[f"{side}.changed.index"] = changed
+            arrays[f"{side}.changed.row"] = self._rows_of(side, changed).astype(np.int32)
+        popular = (np.unique(np.concatenate(self._popular)) if self._popular
+                   else np.zeros(0, np.int64)).astype(np.int64)
+        arrays["item.popularity.index"] = popular
+        arrays["item.popularity.value"] = self.item_popularity[popular].astype(np.int32)
+        splits = self._splits
+        self._reset_changes()
+        return first_new, splits, arrays
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state(self) -> dict[str, bytes]:
+        blobs = {f"cel.{k}": encode_array(v.detach().cpu().numpy())
+                 for k, v in self.model.state_dict().items()}
+        for side in SIDES:
+            blob, offsets = self.ids[side].export_arrays()
+            blobs[f"ids.{side}.blob"] = encode_array(blob)
+            blobs[f"ids.{side}.offsets"] = encode_array(offsets)
+        blobs["item_popularity"] = encode_array(self.item_popularity)
+        blobs["scenario_prior"] = encode_array(self.scenario_prior)
+        blobs["scenarios"] = json.dumps(self.scenarios).encode()
+        return blobs
+
+    def restore(self, blobs: dict[str, bytes]) -> None:
+        if not all(f"cel.{k}" in blobs for k in self.model.state_dict()):
+            return  # first start, or a checkpoint of another model kind: start fresh
+        state = {k[4:]: torch.from_numpy(decode_array(v)) for k, v in blobs.items()
+                 if k.startswith("cel.")}
+        self.model.load_state_dict(state)
+        for side in SIDES:
+            self.ids[side] = IdMap.from_arrays(decode_array(blobs[f"ids.{side}.blob"]),
+                                               decode_array(blobs[f"ids.{side}.offsets"]))
+        self.item_popularity = decode_array(blobs["item_popularity"]).astype(np.int32)
+        self.scenario_prior = decode_array(blobs["scenario_prior"]).astype(np.float32)
+        self.scenarios = json.loads(blobs["scenarios"])
+        self._reset_changes()
+        self._published_entities = {s: 0 for s in SIDES}  # the next publish is a snapshot
+
+    @property
+    def events_applied(self) -> int:
+        return int(self.model.totals["events"])
+
+    def positives(self) -> int:
+        return int(self.item_popularity.sum())
