@@ -1,0 +1,542 @@
+"""The serving side of online CEL: scores and cluster retrieval over a snapshot plus deltas.
+
+Pure numpy, no I/O: ``service.follower`` reads the published arrays (layout in
+``schemas.snapshot``) and hands them here. One :class:`ServingModel` per snapshot version;
+deltas of that version apply in place under the model's lock, so a reader sees a delta
+entirely or not at all, and a new version is a new object swapped in by the follower.
+
+Retrieval never scans the catalogue: it scores the item rows (clusters), then expands the
+members of the best rows in popularity order until it has ``n`` items. Members per row are
+kept incrementally (O(1) per moved item); a row's popularity ranking is rebuilt lazily, only
+when that row is expanded after it changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from cel.idmap import IdMap
+from schemas.snapshot import SIDES, DeltaHeader, SideMeta, SnapshotMeta
+
+_ID_OVERHEAD_BYTES = 120  # rough per-id cost of a Python str + dict entry + list slot
+
+
+class ModelDataError(ValueError):
+    """Arrays or headers that do not fit the model; nothing of them was applied."""
+
+
+class DeltaMismatch(ModelDataError):
+    """A delta of another version, or not the next one in sequence."""
+
+
+class Scorer(Protocol):
+    """Raw scores of one user row against item rows: (W,), (B, W) -> (B,)."""
+
+    def scores(self, user_row: np.ndarray, item_rows: np.ndarray) -> np.ndarray: ...
+
+
+class MFScorer:
+    """``cel.online.MFInteraction``: <u[:-1], i[:-1]> + u[-1] + i[-1] + global bias."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]):
+        bias = weights.get("model.global_bias")
+        self.global_bias = 0.0 if bias is None else float(np.asarray(bias).reshape(-1)[0])
+
+    def scores(self, user_row: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        return item_rows[:, :-1] @ user_row[:-1] + item_rows[:, -1] + (
+            user_row[-1] + self.global_bias)
+
+
+#: interaction model kind (``SnapshotMeta.model``) -> scorer built from the ``model.*`` arrays
+SCORERS: dict[str, Callable[[Mapping[str, np.ndarray]], Scorer]] = {"mf": MFScorer}
+
+
+def make_scorer(kind: str, weights: Mapping[str, np.ndarray]) -> Scorer:
+    factory = SCORERS.get(kind)
+    if factory is None:
+        raise ModelDataError(f"no scorer for model kind {kind!r} (known: {sorted(SCORERS)})")
+    return factory(weights)
+
+
+@dataclass(frozen=True)
+class SideInfo:
+    entities: int
+    rows: int
+    clusters: int  # rows with at least one member
+    clustered: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    version: int
+    seq: int
+    created_at: float
+    model: str
+    loss: str
+    dim: int
+    events_applied: int
+    scenarios: list[str]
+    sides: dict[str, SideInfo]
+    memory_bytes: int
+
+
+@dataclass
+class RetrievalStats:
+    """What one retrieval touched: it grows with rows and expanded members, not the catalogue."""
+
+    rows_scored: int = 0
+    clusters_expanded: int = 0
+    members_examined: int = 0
+
+
+@dataclass
+class Retrieval:
+    items: list[tuple[str, float]]
+    unknown_user: bool
+    stats: RetrievalStats = field(default_factory=RetrievalStats)
+
+
+def _grown(array: np.ndarray, size: int, fill: int) -> np.ndarray:
+    """``array`` with capacity for ``size`` entries (doubling: amortised O(1) per entry)."""
+    if size <= len(array):
+        return array
+    out = np.full(max(size, 2 * len(array), 16), fill, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
+def _ids_of(arrays: Mapping[str, np.ndarray], prefix: str) -> list[str] | None:
+    blob, offsets = arrays.get(f"{prefix}.blob"), arrays.get(f"{prefix}.offsets")
+    if blob is None and offsets is None:
+        return None
+    if blob is None or offsets is None:
+        raise ModelDataError(f"{prefix}: blob and offsets come together")
+    try:
+        ids = IdMap.from_arrays(blob, offsets)
+    except ValueError as exc:
+        raise ModelDataError(f"{prefix}: {exc}") from None
+    return ids.external(range(len(ids)))
+
+
+def _table(array: np.ndarray | None, name: str, width: int) -> np.ndarray:
+    if array is None:
+        raise ModelDataError(f"missing array {name}")
+    if array.ndim != 2 or array.shape[1] != width:
+        raise ModelDataError(f"{name}: shape {array.shape}, expected (rows, {width})")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _index_pair(arrays: Mapping[str, np.ndarray], a: str, b: str
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    first, second = arrays.get(a), arrays.get(b)
+    if first is None and second is None:
+        return None
+    if first is None or second is None or first.ndim != 1 or first.shape != second.shape:
+        raise ModelDataError(f"{a} and {b} must be 1-d arrays of one length")
+    return first.astype(np.int64), second
+
+
+def _last_occurrence(index: np.ndarray) -> np.ndarray:
+    """Positions of the last occurrence of each distinct value (later entries win)."""
+    _, first_in_reversed = np.unique(index[::-1], return_index=True)
+    return len(index) - 1 - first_in_reversed
+
+
+class _Members:
+    """Item ids per item row: a base array per row plus pending adds/removes (O(1) edits)."""
+
+    def __init__(self, assign: np.ndarray, rows: int):
+        valid = np.flatnonzero(assign >= 0)
+        order = valid[np.argsort(assign[valid], kind="stable")]
+        counts = np.bincount(assign[valid], minlength=rows)
+        self.base: list[np.ndarray] = list(np.split(order, np.cumsum(counts)[:-1]))
+        self.added: dict[int, set[int]] = {}
+        self.removed: dict[int, set[int]] = {}
+        self.ranked: dict[int, np.ndarray] = {}
+        self.ensure_rows(rows)
+
+    def ensure_rows(self, rows: int) -> None:
+        while len(self.base) < rows:
+            self.base.append(np.zeros(0, dtype=np.int64))
+
+    def move(self, item: int, old: int, new: int) -> None:
+        if old == new:
+            return
+        if old >= 0:  # invariant: removed[r] is a subset of base[r], added[r] is disjoint
+            added = self.added.get(old)
+            if added is not None and item in added:
+                added.discard(item)
+            else:
+                self.removed.setdefault(old, set()).add(item)
+            self.ranked.pop(old, None)
+        if new >= 0:
+            removed = self.removed.get(new)
+            if removed is not None and item in removed:
+                removed.discard(item)
+            else:
+                self.added.setdefault(new, set()).add(item)
+            self.ranked.pop(new, None)
+
+    def ranking(self, row: int, popularity: np.ndarray) -> np.ndarray:
+        """Members of ``row``, most popular first (ties: older ids first); cached."""
+        cached = self.ranked.get(row)
+        if cached is not None:
+            return cached
+        members = self.base[row]
+        removed, added = self.removed.pop(row, None), self.added.pop(row, None)
+        if removed:
+            members = members[~np.isin(members, np.fromiter(removed, np.int64, len(removed)))]
+        if added:
+            members = np.concatenate([members, np.fromiter(added, np.int64, len(added))])
+        order = np.lexsort((members, -popularity[members].astype(np.int64)))
+        self.base[row] = ranked = members[order]
+        self.ranked[row] = ranked
+        return ranked
+
+    @property
+    def nbytes(self) -> int:
+        pending = sum(len(s) for s in (*self.added.values(), *self.removed.values()))
+        return sum(a.nbytes for a in self.base) + 8 * pending + sum(
+            a.nbytes for a in self.ranked.values())
+
+
+class _Side:
+    """Id map, assignments (with spare capacity), table and member count per row."""
+
+    def __init__(self, name: str, meta: SideMeta, arrays: Mapping[str, np.ndarray], width: int):
+        ids = _ids_of(arrays, f"{name}.ids")
+        if ids is None:
+            raise ModelDataError(f"missing arrays {name}.ids.blob / {name}.ids.offsets")
+        self.ids = IdMap()
+        self.ids.lookup_or_add(ids)
+        self.id_bytes = sum(len(s) for s in ids)
+        self.clustered = meta.clustered
+        self.table = _table(arrays.get(f"{name}.table"), f"{name}.table", width)
+        assign = arrays.get(f"{name}.assign")
+        if assign is None and not meta.clustered:
+            assign = np.arange(len(ids))  # one row per entity, in internal-id order
+        if assign is None or assign.ndim != 1 or len(assign) != len(ids):
+            raise ModelDataError(f"{name}.assign must hold one row per id ({len(ids)})")
+        assign = assign.astype(np.int32)
+        if len(assign) and (assign.min() < -1 or assign.max() >= len(self.table)):
+            raise ModelDataError(f"{name}.assign points outside the table")
+        self.n = len(ids)
+        self.assign = _grown(np.zeros(0, np.int32), self.n, -1)
+        self.assign[: self.n] = assign
+        self.counts = np.bincount(assign[assign >= 0], minlength=len(self.table))
+
+    @property
+    def rows(self) -> int:
+        return len(self.table)
+
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Row per external id; -1 where unknown (or known but not yet placed)."""
+        internal = self.ids.lookup(ids)
+        rows = np.full(len(internal), -1, dtype=np.int64)
+        known = internal >= 0
+        rows[known] = self.assign[internal[known]]
+        return rows
+
+    def add_ids(self, new_ids: list[str]) -> None:
+        self.ids.lookup_or_add(new_ids)
+        self.id_bytes += sum(len(s) for s in new_ids)
+        self.n += len(new_ids)
+        self.assign = _grown(self.assign, self.n, -1)
+
+    def set_table(self, table: np.ndarray) -> None:
+        self.table = table
+        if len(self.counts) < len(table):
+            self.counts = np.concatenate(
+                [self.counts, np.zeros(len(table) - len(self.counts), self.counts.dtype)])
+
+    def reassign(self, index: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Set the rows of ``index`` (distinct ids); returns their previous rows."""
+        old = self.assign[index].astype(np.int64)
+        np.subtract.at(self.counts, old[old >= 0], 1)
+        np.add.at(self.counts, rows, 1)
+        self.assign[index] = rows
+        return old
+
+    @property
+    def nbytes(self) -> int:
+        return (self.table.nbytes + self.assign.nbytes + self.counts.nbytes + self.id_bytes
+                + _ID_OVERHEAD_BYTES * self.n)
+
+
+class ServingModel:
+    """One published version, kept current by deltas; every public method is thread-safe."""
+
+    def __init__(self, meta: SnapshotMeta, arrays: Mapping[str, np.ndarray]):
+        if set(meta.sides) != set(SIDES):
+            raise ModelDataError(f"snapshot must describe sides {SIDES}, got {sorted(meta.sides)}")
+        self._lock = threading.Lock()
+        self.version = meta.version  # fixed: a new version is a new ServingModel
+        self.seq = 0
+        self.kind, self.loss, self.dim = meta.model, meta.loss, meta.dim
+        self.created_at = meta.created_at
+        self.events_applied = meta.events_applied
+        self.offsets = dict(meta.offsets)
+        self.side_meta = dict(meta.sides)
+        width = meta.dim + 1
+        self._user = _Side("user", meta.sides["user"], arrays, width)
+        self._item = _Side("item", meta.sides["item"], arrays, width)
+        self._weights = {k: np.asarray(v) for k, v in arrays.items() if k.startswith("model.")}
+        self._scorer = make_scorer(meta.model, self._weights)
+        pop = arrays.get("item.popularity")
+        if pop is not None and (pop.ndim != 1 or len(pop) != self._item.n):
+            raise ModelDataError(f"item.popularity must hold one count per item ({self._item.n})")
+        self._popularity = _grown(np.zeros(0, np.int64), self._item.n, 0)
+        if pop is not None:
+            self._popularity[: self._item.n] = pop
+        self.scenarios = list(meta.scenarios)
+        self._prior = self._checked_prior(arrays.get("scenario.item_cluster_popularity"),
+                                          len(self.scenarios))
+        self._members = _Members(self._item.assign[: self._item.n], self._item.rows)
+        self._invalidate_caches()
+
+    @classmethod
+    def from_snapshot(cls, meta: SnapshotMeta, arrays: Mapping[str, np.ndarray]) -> ServingModel:
+        return cls(meta, arrays)
+
+    # ----------------------------------------------------------------- reading
+
+    def score(self, user_id: str, item_ids: Sequence[str], scenario: str | None = None
+              ) -> tuple[np.ndarray, bool, list[bool]]:
+        """Scores (probabilities under logloss) of ``item_ids`` for ``user_id``; unknown ids
+        are scored with the cold-start rows and flagged, never refused."""
+        with self._lock:
+            user_row, unknown_user = self._user_row(user_id)
+            rows = self._item.rows_of(item_ids)
+            unknown = rows < 0
+            if unknown.any():
+                rows[unknown] = self._cold_item_row(scenario)
+            raw = self._scorer.scores(self._user.table[user_row], self._item.table[rows])
+            return self._output(raw), unknown_user, unknown.tolist()
+
+    def recommend(self, user_id: str, n: int, scenario: str | None = None,
+                  exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+        return self.retrieve(user_id, n, scenario, exclude).items
+
+    def retrieve(self, user_id: str, n: int, scenario: str | None = None,
+                 exclude: Collection[str] = ()) -> Retrieval:
+        """Top ``n`` items by cluster retrieval: best item rows first (a cold user: the
+        scenario's most popular rows), members of a row by popularity."""
+        with self._lock:
+            user_row, unknown_user = self._user_row(user_id)
+            item = self._item
+            live = np.flatnonzero(item.counts[: item.rows] > 0)
+            raw = self._scorer.scores(self._user.table[user_row], item.table[live])
+            if unknown_user:
+                prior = self._prior_for(scenario)[live]
+                order = np.lexsort((-raw, -prior))
+            else:
+                order = np.argsort(-raw, kind="stable")
+            skip = item.ids.lookup(list(exclude)) if exclude else np.zeros(0, np.int64)
+            skip = skip[skip >= 0]
+            stats = RetrievalStats(rows_scored=len(live))
+            chosen: list[np.ndarray] = []
+            chosen_scores: list[np.ndarray] = []
+            found = 0
+            for j in order:
+                if found >= n:
+                    break
+                ranking = self._members.ranking(int(live[j]), self._popularity)
+                # At most len(skip) of them are excluded, so this window always suffices.
+                window = ranking[: n - found + len(skip)]
+                stats.clusters_expanded += 1
+                stats.members_examined += len(window)
+                if len(skip):
+                    window = window[~np.isin(window, skip)]
+                window = window[: n - found]
+                chosen.append(window)
+                chosen_scores.append(np.full(len(window), raw[j]))
+                found += len(window)
+            internal = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+            scores = self._output(np.concatenate(chosen_scores)) if chosen else np.zeros(0)
+            ids = item.ids.external(internal.tolist())
+            items = list(zip(ids, scores.tolist(), strict=True))
+            return Retrieval(items=items, unknown_user=unknown_user, stats=stats)
+
+    def info(self) -> ModelInfo:
+        with self._lock:
+            sides = {
+                name: SideInfo(entities=side.n, rows=side.rows,
+                               clusters=int(np.count_nonzero(side.counts[: side.rows])),
+                               clustered=self.side_meta[name].clustered)
+                for name, side in (("user", self._user), ("item", self._item))
+            }
+            return ModelInfo(
+                version=self.version, seq=self.seq, created_at=self.created_at,
+                model=self.kind, loss=self.loss, dim=self.dim,
+                events_applied=self.events_applied, scenarios=list(self.scenarios),
+                sides=sides, memory_bytes=self._nbytes(),
+            )
+
+    def memory_bytes(self) -> int:
+        with self._lock:
+            return self._nbytes()
+
+    # ----------------------------------------------------------------- deltas
+
+    def apply_delta(self, header: DeltaHeader, arrays: Mapping[str, np.ndarray]) -> None:
+        """Apply the next delta of this version. Everything is checked before anything
+        changes, so a :class:`ModelDataError` leaves the model as it was."""
+        with self._lock:
+            if header.version != self.version or header.seq != self.seq + 1:
+                raise DeltaMismatch(
+                    f"delta v{header.version}#{header.seq} does not follow "
+                    f"v{self.version}#{self.seq}")
+            plan = self._check_delta(header, arrays)
+            for name, side in (("user", self._user), ("item", self._item)):
+                new_ids, table, changed = plan[name]
+                if new_ids:
+                    side.add_ids(new_ids)
+                if table is not None:
+                    side.set_table(table)
+                if changed is not None:
+                    index, rows = changed
+                    old = side.reassign(index, rows)
+                    if name == "item":
+                        self._members.ensure_rows(side.rows)
+                        for k, was, now in zip(index.tolist(), old.tolist(), rows.tolist(),
+                                               strict=True):
+                            self._members.move(k, was, now)
+            self._members.ensure_rows(self._item.rows)
+            self._popularity = _grown(self._popularity, self._item.n, 0)
+            popularity = plan["popularity"]
+            if popularity is not None:
+                index, values = popularity
+                self._popularity[index] = values
+                for row in np.unique(self._item.assign[index]).tolist():
+                    self._members.ranked.pop(row, None)
+            if header.scenarios:
+                self.scenarios = list(header.scenarios)
+            if plan["prior"] is not None:
+                self._prior = plan["prior"]
+            weights = plan["weights"]
+            if weights:
+                self._weights.update(weights)
+                self._scorer = make_scorer(self.kind, self._weights)
+            self.side_meta.update(header.sides)
+            self.seq = header.seq
+            self.created_at = header.created_at
+            self.events_applied = header.events_applied
+            self.offsets.update(header.offsets)
+            self._invalidate_caches()
+
+    def _check_delta(self, header: DeltaHeader, arrays: Mapping[str, np.ndarray]) -> dict:
+        width = self.dim + 1
+        plan: dict = {}
+        sizes: dict[str, int] = {}
+        for name, side in (("user", self._user), ("item", self._item)):
+            new_ids = _ids_of(arrays, f"{name}.new_ids") or []
+            if new_ids:
+                first = header.first_new.get(name, side.n)
+                if first != side.n:
+                    raise ModelDataError(f"{name} new ids start at {first}, model has {side.n}")
+                if len(set(new_ids)) != len(new_ids) or (side.ids.lookup(new_ids) >= 0).any():
+                    raise ModelDataError(f"{name} new ids repeat known ids")
+            n_after = side.n + len(new_ids)
+            sizes[name] = n_after
+            table = None
+            if f"{name}.table" in arrays:
+                table = _table(arrays[f"{name}.table"], f"{name}.table", width)
+                if len(table) < side.rows:
+                    raise ModelDataError(f"{name}.table shrank from {side.rows} rows")
+            rows_after = side.rows if table is None else len(table)
+            changed = _index_pair(arrays, f"{name}.changed.index", f"{name}.changed.row")
+            if changed is not None:
+                index, rows = changed
+                rows = rows.astype(np.int64)
+                bad = (index < 0) | (index >= n_after) | (rows < 0) | (rows >= rows_after)
+                if bad.any():
+                    raise ModelDataError(f"{name}.changed holds ids or rows out of range")
+                keep = _last_occurrence(index)
+                changed = (index[keep], rows[keep])
+            plan[name] = (new_ids, table, changed)
+        popularity = _index_pair(arrays, "item.popularity.index", "item.popularity.value")
+        if popularity is not None:
+            index, values = popularity
+            if ((index < 0) | (index >= sizes["item"])).any():
+                raise ModelDataError("item.popularity.index out of range")
+            keep = _last_occurrence(index)
+            popularity = (index[keep], values[keep].astype(np.int64))
+        plan["popularity"] = popularity
+        scenarios = header.scenarios or self.scenarios
+        plan["prior"] = self._checked_prior(arrays.get("scenario.item_cluster_popularity"),
+                                            len(scenarios), allow_missing=True)
+        plan["weights"] = {k: np.asarray(v) for k, v in arrays.items() if k.startswith("model.")}
+        if plan["weights"]:
+            make_scorer(self.kind, {**self._weights, **plan["weights"]})  # fails before changes
+        return plan
+
+    # ----------------------------------------------------------------- internals
+
+    @staticmethod
+    def _checked_prior(prior: np.ndarray | None, scenarios: int,
+                       allow_missing: bool = False) -> np.ndarray | None:
+        if prior is None:
+            return None if allow_missing else np.zeros((scenarios, 0), np.float64)
+        if prior.ndim != 2 or prior.shape[0] != scenarios:
+            raise ModelDataError(
+                f"scenario.item_cluster_popularity: shape {prior.shape}, expected "
+                f"({scenarios}, item rows)")
+        return prior.astype(np.float64)
+
+    def _invalidate_caches(self) -> None:
+        self._cold_user: int | None = None
+        self._priors: dict[str | None, np.ndarray] = {}
+
+    def _user_row(self, user_id: str) -> tuple[int, bool]:
+        row = int(self._user.rows_of([user_id])[0])
+        if row >= 0:
+            return row, False
+        if self._cold_user is None:  # the most common user row: the typical user
+            counts = self._user.counts[: self._user.rows]
+            self._cold_user = int(np.argmax(counts)) if len(counts) else 0
+        return self._cold_user, True
+
+    def _prior_for(self, scenario: str | None) -> np.ndarray:
+        """Positive events per item row in ``scenario`` (all scenarios when it is unknown)."""
+        cached = self._priors.get(scenario)
+        if cached is not None:
+            return cached
+        index = self.scenarios.index(scenario) if scenario in self.scenarios else None
+        if index is None:
+            counts = self._prior.sum(axis=0)
+        elif index < len(self._prior):
+            counts = self._prior[index]
+        else:  # a scenario the prior does not cover yet
+            counts = np.zeros(0)
+        rows = self._item.rows
+        out = np.zeros(rows, np.float64)
+        out[: min(rows, len(counts))] = counts[:rows]
+        self._priors[scenario] = out
+        return out
+
+    def _cold_item_row(self, scenario: str | None) -> int:
+        prior = self._prior_for(scenario)
+        if len(prior) and prior.max() > 0:
+            return int(np.argmax(prior))
+        counts = self._item.counts[: self._item.rows]  # no events yet: the largest row
+        return int(np.argmax(counts)) if len(counts) else 0
+
+    def _output(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.loss == "logloss":
+            return np.exp(-np.logaddexp(0.0, -raw))  # sigmoid without overflow
+        return raw
+
+    def _nbytes(self) -> int:
+        weights = sum(w.nbytes for w in self._weights.values())
+        return (self._user.nbytes + self._item.nbytes + self._popularity.nbytes
+                + self._prior.nbytes + self._members.nbytes + weights)
+
+
+__all__ = ["DeltaMismatch", "MFScorer", "ModelDataError", "ModelInfo", "Retrieval",
+           "RetrievalStats", "SCORERS", "Scorer", "ServingModel", "SideInfo", "make_scorer"]
