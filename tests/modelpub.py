@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from celrec.backends import StateStore
 from cel.idmap import IdMap
+from celrec.backends import StateStore
 from schemas.snapshot import DeltaHeader, SideMeta, SnapshotMeta, encode_bundle
 from schemas.state import StateKeys, encode_array
 
