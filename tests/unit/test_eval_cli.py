@@ -1,0 +1,88 @@
+"""`celrec eval` end to end on a small generated CSV, and on ML-100K when present."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from celrec.cli import main as celrec_main
+from celrec.evaluation.cli import main
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _csv(path: Path, binary: bool) -> Path:
+    gen = torch.Generator().manual_seed(0)
+    rows = ["user,item,value,timestamp"]
+    for k in range(600):
+        u, i = int(torch.randint(30, (1,), generator=gen)), int(torch.randint(40, (1,),
+                                                                               generator=gen))
+        value = float((u % 2) == (i % 2)) if binary else float(1 + (u + i) % 5)
+        rows.append(f"u{u},i{i},{value:g},{k}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("protocol", ["random", "stream"])
+def test_json_report_for_ratings(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 protocol: str) -> None:
+    data = _csv(tmp_path / "r.csv", binary=False)
+    code = main(["--data", str(data), "--format", "csv", "--protocol", protocol, "--dim", "4",
+                 "--clusters", "5", "--epochs", "2", "--methods", "full,hash,dhash,cel",
+                 "--json", "--quiet", "--device", "cpu"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["protocol"] == protocol and len(report["results"]) == 4
+    for r in report["results"]:
+        assert r["rmse"] > 0 and r["auc"] is None and r["logloss"] is None
+        assert set(r["buckets"]["item"]) == {"0", "1-5", "6-20", ">20"}
+        assert sum(b["n"] for b in r["buckets"]["user"].values()) == (
+            120 if protocol == "random" else 600)
+    full, hashed, _, cel = report["results"]
+    assert full["compression_ratio"] == 1.0 and cel["compression_ratio"] > 1.0
+    assert hashed["memory_bytes"] <= cel["memory_bytes"]
+
+
+def test_binary_labels_report_auc_and_logloss(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    data = _csv(tmp_path / "b.csv", binary=True)
+    assert celrec_main(["eval", "--data", str(data), "--format", "csv", "--model", "deepfm",
+                        "--dim", "4", "--clusters", "4", "--epochs", "2", "--side", "both",
+                        "--methods", "cel", "--json", "--quiet", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    assert 0 <= result["auc"] <= 1 and result["logloss"] > 0 and result["rmse"] is None
+
+
+def test_cel_online_runs_or_reports_unavailable(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    data = _csv(tmp_path / "r.csv", binary=False)
+    code = main(["--data", str(data), "--format", "csv", "--protocol", "stream", "--dim", "4",
+                 "--clusters", "4", "--methods", "cel-online", "--json", "--quiet",
+                 "--device", "cpu"])
+    out = capsys.readouterr()
+    if code == 0:
+        assert json.loads(out.out)["results"][0]["method"] == "cel-online"
+    else:
+        assert "not available" in out.err
+
+
+def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(tmp_path / "none"), "--methods", "cel", "--quiet"]) == 2
+    assert main(["--data", "x", "--methods", "nope"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+
+
+def test_movielens_100k_random_protocol_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    udata = DATA / "movielens-100k" / "ml-100k" / "u.data"
+    if not udata.is_file():
+        pytest.skip(f"ML-100K not found at {udata} (shared data folder absent)")
+    assert main(["--data", str(udata), "--protocol", "random", "--epochs", "1",
+                 "--methods", "full,cel", "--json", "--quiet", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    full, cel = report["results"]
+    assert 0.8 < full["rmse"] < 1.3 and 0.8 < cel["rmse"] < 1.3
+    assert cel["compression_ratio"] > 25
+    assert sum(b["n"] for b in cel["buckets"]["item"].values()) == 20_000
