@@ -45,14 +45,17 @@ class OnlineCELConfig:
     lr: float = 0.1  # SGD step on the per-cluster mean gradient
     model_lr: float | None = None  # interaction model weights; None: same as lr
     l2: float = 1e-5
-    init_std: float = 0.1
-    initial_clusters: int = 1  # live clusters at start (1 = pure top-down growth)
+    init_std: float = 0.3  # rows must differ enough for reassignment to tell clusters apart
+    # Live clusters at start, random rows. With both sides clustered, 1 is a saddle: when the
+    # other side has a single row, every member's gradient is parallel to it, so GPCA can only
+    # split by activity and co-clustering never starts; a few random rows break the symmetry.
+    initial_clusters: int = 4
     candidates: int = 8  # clusters scored per touched entity and reassignment
     history: int = 16  # R: per-entity ring buffer of (partner, label)
     state_capacity: int = 100_000  # entities per side holding a ring buffer (LRU)
-    reassign_min_history: int = 2  # fewer valid interactions: the entity stays put
+    reassign_min_history: int = 3  # fewer valid interactions: the entity stays put
     damping: float = 0.3  # probability of keeping the old cluster anyway
-    margin: float = 1e-4  # a move must lower the history loss by at least this
+    margin: float = 0.005  # a move must lower the mean history loss by at least this
     split_every: int = 10  # batches per split window
     split_min_members: int = 8  # members with gradients needed to split
     initial_capacity: int = 1024  # per-side id space, doubles on demand
@@ -67,9 +70,8 @@ class OnlineCELConfig:
             raise ValueError("candidates must be at least 3")
         if self.split_every < 1 or self.split_min_members < 2:
             raise ValueError("split_every >= 1 and split_min_members >= 2")
-        for budget in (self.user_clusters, self.item_clusters):
-            if not 1 <= self.initial_clusters <= budget:
-                raise ValueError("need 1 <= initial_clusters <= cluster budgets")
+        if self.initial_clusters < 1 or min(self.user_clusters, self.item_clusters) < 1:
+            raise ValueError("initial_clusters and the cluster budgets must be positive")
         if not 0.0 <= self.damping < 1.0:
             raise ValueError("damping must be in [0, 1)")
 
@@ -134,7 +136,7 @@ class _Side:
         self.assign = torch.full((cap,), -1, dtype=torch.int32, device=device)
         self.counts = torch.zeros(max(rows, 1), dtype=torch.int64, device=device)
         self.inter = torch.zeros_like(self.counts)  # events per cluster in this split window
-        self.m = cfg.initial_clusters if clustered else 0  # live clusters
+        self.m = min(cfg.initial_clusters, budget) if clustered else 0  # live clusters
         self.known = 0
         self.newest = -1  # newest split child, a reassignment candidate
         self.target = 0  # cluster whose members' gradients are being accumulated
@@ -159,8 +161,6 @@ class _Side:
         self.log_time = torch.zeros(log, dtype=torch.int64, device=device)
         self.head = 0
         self.tail = 0
-        # For each cluster of the other side: this side's best-scoring cluster.
-        self.best_for: torch.Tensor | None = None
 
     SCALARS = ("m", "known", "newest", "target", "acc_n", "used", "head", "tail")
     TENSORS = ("table", "assign", "counts", "inter", "acc_slot", "acc_ids", "acc_grad",
@@ -221,6 +221,7 @@ class OnlineCEL:
         self.model = (interaction or MFInteraction()).to(self.device)
         self.model_lr = cfg.lr if cfg.model_lr is None else cfg.model_lr
         self.batches = 0  # steps applied; also the LRU clock
+        self._scores: torch.Tensor | None = None  # per-step cluster x cluster score table
         self.totals = {"events": 0, "skipped": 0, "reassigned": 0, "splits": 0}
 
     # ------------------------------------------------------------------ helpers
@@ -412,7 +413,6 @@ class OnlineCEL:
                     s.counts[parent] -= moved.numel()
                     s.m += 1
                     s.newest = child
-                    s.best_for = None
                     events.append((parent, child, moved))
         s.acc_slot[s.acc_ids[:n]] = -1
         s.acc_n = 0
@@ -423,19 +423,23 @@ class OnlineCEL:
         s.inter.zero_()
         return events
 
-    def _best_for(self, s: _Side, o: _Side) -> torch.Tensor:
-        """For each live cluster of ``o``: the cluster of ``s`` scoring highest with it."""
-        if s.best_for is None or s.best_for.numel() < o.m:
-            ws, wo = s.table[: s.m].unsqueeze(0), o.table[: o.m].unsqueeze(0)
-            if s.name == "user":
-                s.best_for = pairwise_scores(self.model, ws, wo)[0].argmax(0)
-            else:
-                s.best_for = pairwise_scores(self.model, wo, ws)[0].argmax(1)
-        return s.best_for
+    def _cluster_scores(self, s: _Side, o: _Side) -> torch.Tensor:
+        """Model score of every (live ``s`` cluster, live ``o`` cluster) pair: (m_s, m_o).
+
+        With both sides clustered (and no context), a score depends only on the two clusters,
+        so one O(M_u·M_i) table per step (bounded by the budgets, not by N or the batch)
+        turns the exact history loss of every candidate into gathers, for any model."""
+        if self._scores is None:
+            su, si = self.sides["user"], self.sides["item"]
+            wu, wi = su.table[: su.m].unsqueeze(0), si.table[: si.m].unsqueeze(0)
+            self._scores = pairwise_scores(self.model, wu, wi)[0]
+        return self._scores if s.name == "user" else self._scores.T.contiguous()
 
     def _candidates(self, s: _Side, o: _Side, cur: torch.Tensor, partners: torch.Tensor,
                     labels: torch.Tensor, valid: torch.Tensor, prow: torch.Tensor,
-                    pvec: torch.Tensor) -> torch.Tensor:
+                    pvec: torch.Tensor | None, table: torch.Tensor | None) -> torch.Tensor:
+        """(E, C) candidate clusters: current, newest split child, the best clusters for the
+        entity's recent partners, clusters of co-engaged entities (two hops), random ones."""
         e, r = partners.shape
         dev, gen = self.device, self.gen
         rest = self.config.candidates - 2
@@ -448,9 +452,10 @@ class OnlineCEL:
         cols = [cur.unsqueeze(1), newest.unsqueeze(1)]
         if n_best:
             pick = torch.multinomial(weight, n_best, replacement=True, generator=gen)
-            if o.clustered:
-                cols.append(self._best_for(s, o)[prow.gather(1, pick)])
+            if table is not None:  # best s-cluster per o-cluster: argmax of the score table
+                cols.append(table.argmax(0)[prow.gather(1, pick)])
             else:  # partners have own rows: score them against the live clusters directly
+                assert pvec is not None
                 pv = pvec.gather(1, pick.unsqueeze(2).expand(-1, -1, pvec.shape[2]))
                 ws = s.table[: s.m].unsqueeze(0).expand(e, -1, -1)
                 sc = (pairwise_scores(self.model, ws, pv) if s.name == "user"
@@ -491,17 +496,24 @@ class OnlineCEL:
         partners, labels = s.hist_partner[slots], s.hist_label[slots]
         valid = torch.arange(r, device=self.device).unsqueeze(0) < nvalid.unsqueeze(1)
         prow = o.assign[partners].long().clamp(min=0)
-        pvec = o.table[prow]
         cur = s.assign[ents].long()
-        cands = self._candidates(s, o, cur, partners, labels, valid, prow, pvec)
-        cvec = s.table[cands]
-        if s.name == "user":
-            scores = pairwise_scores(self.model, cvec, pvec)
+        y = labels.unsqueeze(1)  # (E, 1, R)
+        if o.clustered:
+            table = self._cluster_scores(s, o)
+            cands = self._candidates(s, o, cur, partners, labels, valid, prow, None, table)
+            scores = table.reshape(-1)[cands.unsqueeze(2) * o.m + prow.unsqueeze(1)]
         else:
-            scores = pairwise_scores(self.model, pvec, cvec).transpose(1, 2)
-        target = labels.unsqueeze(1).expand_as(scores)
-        per = self._loss(scores, target) * valid.unsqueeze(1)
-        loss = per.sum(2) / nvalid.unsqueeze(1)  # exact model loss on the entity's history
+            pvec = o.table[prow]
+            cands = self._candidates(s, o, cur, partners, labels, valid, prow, pvec, None)
+            cvec = s.table[cands]
+            scores = (pairwise_scores(self.model, cvec, pvec) if s.name == "user"
+                      else pairwise_scores(self.model, pvec, cvec).transpose(1, 2))
+        # Exact loss, written so that it broadcasts over (E, C, R) without expanding labels.
+        if cfg.loss == "logloss":
+            per = F.softplus(scores) - y * scores
+        else:
+            per = (scores - y).square()
+        loss = (per * valid.unsqueeze(1)).sum(2) / nvalid.unsqueeze(1)
         best_loss, best_idx = loss.min(1)
         best = cands.gather(1, best_idx.unsqueeze(1)).squeeze(1)
         keep_anyway = torch.rand(ents.shape, device=self.device, generator=self.gen)
@@ -569,12 +581,13 @@ class OnlineCEL:
             out["skipped"] = 1
             self.totals["skipped"] += 1
             return self._finish(out)
-        out["loss"] = float(total) / n
+        out["loss"] = float(total.detach()) / n
         self.batches += 1
         self.totals["events"] += n
         changes: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"user": [], "item": []}
         split_events: list = []
         with torch.no_grad():
+            self._scores = None  # the rows are about to move
             gu, gi = u.grad, i.grad
             self._apply(su, rows_u, gu)
             self._apply(si, rows_i, gi)
@@ -604,7 +617,6 @@ class OnlineCEL:
                         split_events.append((s.name, parent, child, moved))
                         if return_changes:
                             changes[s.name].append((moved, torch.full_like(moved, child)))
-                    s.best_for = None  # tables moved on: refresh once per window
         if return_changes:
             out["changes"] = {k: (torch.cat([a for a, _ in v]), torch.cat([b for _, b in v]))
                               for k, v in changes.items()}
@@ -689,7 +701,6 @@ class OnlineCEL:
                 setattr(s, k, state[f"{name}.{k}"].to(self.device).clone())
             for k in _Side.SCALARS:
                 setattr(s, k, int(state[f"{name}.{k}"]))
-            s.best_for = None
         self.model.load_state_dict({k[len("model."):]: v for k, v in state.items()
                                     if k.startswith("model.")})
         self.batches = int(state["batches"])
