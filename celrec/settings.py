@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     seed: int = Field(0, description="random seed of model initialisation")
 
     # Service
+    score_max_items: int = Field(
+        1000, ge=1, le=100_000, description="max item_id values in one GET /scores"
+    )
     host: str = Field("127.0.0.1", description="address the HTTP service binds")
     port: int = Field(8000, ge=1, le=65535, description="port the HTTP service binds")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

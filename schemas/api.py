@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from schemas.events import Event
@@ -28,6 +30,71 @@ class HealthResponse(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
+class ItemScore(BaseModel):
+    item_id: str
+    score: float = Field(
+        description="probability of a positive event (logloss models) or the predicted value"
+    )
+    unknown: bool = Field(
+        description="never seen by the model: scored as the scenario's most popular item cluster"
+    )
+
+
+class ScoresResponse(BaseModel):
+    user_id: str
+    scenario: str | None = Field(description="scenario asked for (null: all scenarios)")
+    score_kind: Literal["probability", "value"]
+    model_version: int = Field(description="model version that produced the scores")
+    model_seq: int = Field(description="last delta of that version applied (0: the snapshot)")
+    unknown_user: bool = Field(
+        description="never seen by the model: scored as the most common user cluster"
+    )
+    scores: list[ItemScore] = Field(description="one per requested item_id, in request order")
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendationsResponse(BaseModel):
+    user_id: str
+    scenario: str | None
+    score_kind: Literal["probability", "value"]
+    model_version: int
+    model_seq: int
+    unknown_user: bool = Field(
+        description="never seen: items come from the scenario's most popular clusters"
+    )
+    seen_excluded: Literal["applied", "not_requested", "unavailable"] = Field(
+        description="whether the user's recently seen items were left out; unavailable: the "
+        "state store could not be read, so they may be included"
+    )
+    items: list[RecommendedItem] = Field(description="best first")
+
+
+class ModelSide(BaseModel):
+    entities: int = Field(description="known ids")
+    rows: int = Field(description="rows of the embedding table")
+    clusters: int = Field(description="rows that have at least one member")
+    clustered: bool
+
+
+class ModelResponse(BaseModel):
+    version: int
+    seq: int = Field(description="last delta applied (0: the snapshot as published)")
+    model: str = Field(description="interaction model kind")
+    loss: str
+    dim: int
+    created_at: float = Field(description="publication time (unix s) of the state served")
+    age_seconds: float = Field(description="seconds since that publication")
+    events_applied: int = Field(description="events the trainer had applied into this state")
+    scenarios: list[str]
+    sides: dict[str, ModelSide]
+    memory_bytes: int = Field(description="approximate bytes the served model holds in memory")
+    store_connected: bool = Field(description="whether the model follower reaches the store")
+
+
 class TrainerProgress(BaseModel):
     """What the trainer has applied; stored in the state store after every micro-batch."""
 
@@ -45,4 +112,5 @@ class TrainerProgress(BaseModel):
 
 
 __all__ = ["Event", "ErrorDetail", "ErrorResponse", "HealthResponse", "IngestResponse",
-           "TrainerProgress"]
+           "ItemScore", "ModelResponse", "ModelSide", "RecommendationsResponse",
+           "RecommendedItem", "ScoresResponse", "TrainerProgress"]

@@ -1,7 +1,9 @@
-"""The FastAPI application: ingestion, health and metrics (scoring joins in serving work)."""
+"""The FastAPI application: ingestion, scoring, health and metrics."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -12,20 +14,32 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from celrec import __version__
 from celrec.backends import BackendUnavailable, EventLog, StateStore
 from schemas.api import ErrorResponse, HealthResponse
-from service import ingest
+from service import ingest, scoring
 from service.errors import install_error_handlers
 from service.state import ServiceState
 
 
 def create_app(state: ServiceState) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The model follower runs while the app serves (uvicorn, or `with TestClient(app)`).
+        assert state.follower is not None
+        state.follower.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.follower.stop)
+
     app = FastAPI(
         title="celrec",
         version=__version__,
         description="Online-learning recommendations with Clustered Embedding Learning.",
+        lifespan=lifespan,
     )
     app.state.celrec = state
     install_error_handlers(app)
     app.include_router(ingest.build_router(state))
+    app.include_router(scoring.build_router(state))
 
     @app.get("/health/live", response_model=HealthResponse, summary="The process is up")
     async def live() -> HealthResponse:
@@ -34,17 +48,21 @@ def create_app(state: ServiceState) -> FastAPI:
     @app.get(
         "/health/ready",
         response_model=HealthResponse,
-        summary="The state store answers",
+        summary="A model is loaded (scores can be served)",
+        description="Ready once a model version is loaded. The state store's state is "
+        "reported but does not decide: scores are served from memory while it is away.",
         responses={503: {"model": HealthResponse}},
     )
     async def ready() -> Any:
         checks: dict[str, str] = {}
+        model = state.follower.model if state.follower is not None else None
+        checks["model"] = "ok" if model is not None else "not loaded"
         try:
             await run_in_threadpool(state.store.ping)
             checks["state_store"] = "ok"
         except BackendUnavailable as exc:
             checks["state_store"] = f"unavailable: {exc}"
-        healthy = all(v == "ok" for v in checks.values())
+        healthy = checks["model"] == "ok"
         body = HealthResponse(status="ok" if healthy else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
 

@@ -1,0 +1,147 @@
+"""GET /scores, GET /recommendations/{user_id} and GET /model over the followed model.
+
+Handlers are plain functions, so FastAPI runs them in its thread pool: scoring is numpy
+work and the seen-list read is a blocking store call; neither may stall the event loop.
+Each request takes the model reference once, so one answer comes from one version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import StringConstraints
+
+from cel.serving import ServingModel
+from celrec.backends import BackendUnavailable
+from schemas.api import (
+    ErrorResponse,
+    ItemScore,
+    ModelResponse,
+    ModelSide,
+    RecommendationsResponse,
+    RecommendedItem,
+    ScoresResponse,
+)
+from schemas.state import StateKeys
+from service.errors import ApiError
+from service.follower import ModelFollower
+from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 2
+SEEN_READ_MAX = 1000  # newest seen items read per recommendation
+MAX_ID_CHARS = 128  # as for ids in events
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+UserId = Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS, description="user id")]
+Scenario = Annotated[
+    str | None,
+    Query(min_length=1, max_length=MAX_ID_CHARS,
+          description="scenario of the request; absent: all scenarios (cold-start prior)"),
+]
+_NO_MODEL = {"model": ErrorResponse, "description": "no model loaded yet; retry later"}
+_INVALID = {"model": ErrorResponse, "description": "invalid parameter(s)"}
+
+
+def _score_kind(model: ServingModel) -> Any:
+    return "probability" if model.loss == "logloss" else "value"
+
+
+def build_router(state: ServiceState) -> APIRouter:
+    router = APIRouter()
+    follower: ModelFollower | None = state.follower
+    assert follower is not None, "ServiceState builds its follower"
+    settings = state.settings
+    keys = StateKeys(settings.state_prefix)
+
+    def current_model() -> ServingModel:
+        model = follower.model
+        if model is None:
+            raise ApiError(503, "model_not_loaded", "no model has been loaded yet; retry later",
+                           headers={"Retry-After": str(RETRY_AFTER_S)})
+        return model
+
+    @router.get(
+        "/scores",
+        response_model=ScoresResponse,
+        summary="Score items for a user",
+        responses={413: {"model": ErrorResponse, "description": "too many item_id values"},
+                   422: _INVALID, 503: _NO_MODEL},
+    )
+    def scores(
+        user_id: UserId,
+        item_id: Annotated[list[Id], Query(description="item ids to score (repeat the key)")],
+        scenario: Scenario = None,
+    ) -> ScoresResponse:
+        if len(item_id) > settings.score_max_items:
+            raise ApiError(413, "too_many_items",
+                           f"{len(item_id)} item_id values exceed the limit of "
+                           f"{settings.score_max_items}")
+        model = current_model()
+        values, unknown_user, unknown = model.score(user_id, item_id, scenario)
+        return ScoresResponse(
+            user_id=user_id, scenario=scenario, score_kind=_score_kind(model),
+            model_version=model.version, model_seq=model.seq, unknown_user=unknown_user,
+            scores=[ItemScore(item_id=i, score=s, unknown=u)
+                    for i, s, u in zip(item_id, values.tolist(), unknown, strict=True)],
+        )
+
+    @router.get(
+        "/recommendations/{user_id}",
+        response_model=RecommendationsResponse,
+        summary="Top-n items for a user (cluster retrieval)",
+        responses={422: _INVALID, 503: _NO_MODEL},
+    )
+    def recommendations(
+        user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)],
+        n: Annotated[int, Query(ge=1, le=1000, description="how many items")] = 10,
+        scenario: Scenario = None,
+        exclude_seen: Annotated[
+            bool, Query(description="leave out the items the user recently interacted with")
+        ] = True,
+    ) -> RecommendationsResponse:
+        model = current_model()
+        seen: set[str] = set()
+        status = "not_requested"
+        if exclude_seen:
+            seen, status = read_seen(user_id)
+        result = model.retrieve(user_id, n, scenario, seen)
+        return RecommendationsResponse(
+            user_id=user_id, scenario=scenario, score_kind=_score_kind(model),
+            model_version=model.version, model_seq=model.seq,
+            unknown_user=result.unknown_user, seen_excluded=status,  # type: ignore[arg-type]
+            items=[RecommendedItem(item_id=i, score=s) for i, s in result.items],
+        )
+
+    def read_seen(user_id: str) -> tuple[set[str], str]:
+        if not follower.store_reachable:  # known outage: do not wait on a timeout per request
+            return set(), "unavailable"
+        try:
+            raw = state.store.list_range(keys.user_seen(user_id), SEEN_READ_MAX)
+        except BackendUnavailable as exc:
+            log.warning("seen items of a user unreadable, not excluded: %s", exc)
+            return set(), "unavailable"
+        return {item.decode("utf-8", errors="replace") for item in raw}, "applied"
+
+    @router.get(
+        "/model",
+        response_model=ModelResponse,
+        summary="The model being served",
+        responses={503: _NO_MODEL},
+    )
+    def model_info() -> ModelResponse:
+        info = current_model().info()
+        return ModelResponse(
+            version=info.version, seq=info.seq, model=info.model, loss=info.loss,
+            dim=info.dim, created_at=info.created_at,
+            age_seconds=max(0.0, time.time() - info.created_at),
+            events_applied=info.events_applied, scenarios=info.scenarios,
+            sides={name: ModelSide(entities=s.entities, rows=s.rows, clusters=s.clusters,
+                                   clustered=s.clustered) for name, s in info.sides.items()},
+            memory_bytes=info.memory_bytes, store_connected=follower.status().connected,
+        )
+
+    return router

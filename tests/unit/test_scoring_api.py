@@ -1,0 +1,212 @@
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from celrec.backends import StateStoreUnavailable
+from celrec.backends.embedded import EmbeddedEventLog, EmbeddedStateStore
+from celrec.settings import Settings
+from schemas.state import StateKeys
+from service.app import build_state, create_app
+from tests.modelpub import ModelWriter
+from tests.unit.test_serving_model import (
+    BIAS,
+    ITEM_ASSIGN,
+    ITEM_TABLE,
+    ITEMS,
+    POPULARITY,
+    PRIOR,
+    SCENARIOS,
+    USER_ASSIGN,
+    USER_TABLE,
+    USERS,
+    hand_score,
+    sigmoid,
+)
+
+PREFIX = "api-test"
+
+
+class FlakyStore(EmbeddedStateStore):
+    """The embedded store with seen-list reads that can be made to fail."""
+
+    fail_lists = False
+
+    def list_range(self, key: str, count: int) -> list[bytes]:
+        if self.fail_lists:
+            raise StateStoreUnavailable("list reads are down")
+        return super().list_range(key, count)
+
+
+@pytest.fixture
+def store():
+    return FlakyStore()
+
+
+@pytest.fixture
+def app_state(store):
+    settings = Settings(state_prefix=PREFIX, score_max_items=5)
+    return build_state(settings, EmbeddedEventLog(partitions=1), store)
+
+
+@pytest.fixture
+def client(app_state):
+    app = create_app(app_state)
+    with TestClient(app, raise_server_exceptions=False) as client:  # runs the follower
+        yield client
+
+
+@pytest.fixture
+def writer(store):
+    return ModelWriter(store, StateKeys(PREFIX))
+
+
+def publish(writer: ModelWriter, app_state, version: int = 3) -> None:
+    writer.snapshot(version, USERS, ITEMS, np.array(USER_TABLE), np.array(ITEM_TABLE),
+                    USER_ASSIGN, ITEM_ASSIGN, popularity=POPULARITY, prior=np.array(PRIOR),
+                    scenarios=SCENARIOS, global_bias=BIAS)
+    assert app_state.follower.wait_for(lambda m: m.version == version, 5.0)
+
+
+def assert_error(response, status: int, error: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "message", "details"}
+    if error is not None:
+        assert body["error"] == error
+    return body
+
+
+def test_no_model_yet_is_503_with_retry_after(client):
+    for path in ("/scores?user_id=u&item_id=i", "/recommendations/u", "/model"):
+        response = client.get(path)
+        assert_error(response, 503, "model_not_loaded")
+        assert int(response.headers["retry-after"]) > 0
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and ready.json()["checks"]["model"] == "not loaded"
+
+
+def test_scores_are_probabilities_from_the_published_model(client, writer, app_state):
+    publish(writer, app_state)
+    response = client.get("/scores", params={"user_id": "bob",
+                                             "item_id": ["a0", "b1", "new"], "scenario": "app"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == 3 and body["model_seq"] == 0
+    assert body["unknown_user"] is False and body["score_kind"] == "probability"
+    assert [s["item_id"] for s in body["scores"]] == ["a0", "b1", "new"]
+    assert [s["unknown"] for s in body["scores"]] == [False, False, True]
+    expected = [sigmoid(hand_score(1, r)) for r in (0, 1, 0)]  # "new": app's top row is 0
+    assert [s["score"] for s in body["scores"]] == pytest.approx(expected, rel=1e-6)
+    cold = client.get("/scores", params={"user_id": "stranger", "item_id": "a0"}).json()
+    assert cold["unknown_user"] is True
+    assert cold["scores"][0]["score"] == pytest.approx(sigmoid(hand_score(0, 0)), rel=1e-6)
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["model"] == "ok"
+
+
+@pytest.mark.parametrize("params, status", [
+    ({"item_id": "a0"}, 422),  # no user_id
+    ({"user_id": "bob"}, 422),  # no item_id
+    ({"user_id": "bob", "item_id": ["a0", "x" * 129]}, 422),
+    ({"user_id": "x" * 129, "item_id": "a0"}, 422),
+    ({"user_id": "", "item_id": "a0"}, 422),
+    ({"user_id": "bob", "item_id": ""}, 422),
+    ({"user_id": "bob", "item_id": "a0", "scenario": "s" * 129}, 422),
+    ({"user_id": "bob", "item_id": [f"i{k}" for k in range(6)]}, 413),  # limit is 5
+])
+def test_scores_validation(client, writer, app_state, params, status):
+    publish(writer, app_state)
+    body = assert_error(client.get("/scores", params=params), status)
+    if status == 422:
+        assert body["error"] == "validation_error" and body["details"]
+    else:
+        assert body["error"] == "too_many_items"
+
+
+def test_recommendations_best_cluster_first_and_validation(client, writer, app_state):
+    publish(writer, app_state)
+    body = client.get("/recommendations/alice", params={"n": 3}).json()
+    assert [i["item_id"] for i in body["items"]] == ["a1", "a2", "a0"]
+    assert body["model_version"] == 3 and body["unknown_user"] is False
+    assert body["items"][0]["score"] == pytest.approx(sigmoid(hand_score(0, 0)), rel=1e-6)
+    cold = client.get("/recommendations/stranger", params={"n": 2, "scenario": "web"}).json()
+    assert cold["unknown_user"] is True
+    assert [i["item_id"] for i in cold["items"]] == ["b1", "b3"]
+    for n in (0, 1001, "many"):
+        assert_error(client.get("/recommendations/alice", params={"n": n}), 422)
+    assert_error(client.get("/recommendations/" + "u" * 129), 422)
+    assert len(client.get("/recommendations/alice", params={"n": 1000}).json()["items"]) == 10
+
+
+def test_recommendations_exclude_seen_and_degrade_when_the_store_fails(
+        client, writer, app_state, store):
+    publish(writer, app_state)
+    store.list_push(StateKeys(PREFIX).user_seen("alice"), [b"a1", b"a2"], 100)
+    body = client.get("/recommendations/alice", params={"n": 2}).json()
+    assert body["seen_excluded"] == "applied"
+    assert [i["item_id"] for i in body["items"]] == ["a0", "a3"]
+    body = client.get("/recommendations/alice", params={"n": 2, "exclude_seen": False}).json()
+    assert body["seen_excluded"] == "not_requested"
+    assert [i["item_id"] for i in body["items"]] == ["a1", "a2"]
+    store.fail_lists = True
+    response = client.get("/recommendations/alice", params={"n": 2})
+    assert response.status_code == 200
+    assert response.json()["seen_excluded"] == "unavailable"
+    assert [i["item_id"] for i in response.json()["items"]] == ["a1", "a2"]
+
+
+def test_model_info_and_deltas_become_visible(client, writer, app_state):
+    publish(writer, app_state)
+    body = client.get("/model").json()
+    assert body["version"] == 3 and body["seq"] == 0 and body["model"] == "mf"
+    assert body["sides"]["user"] == {"entities": 3, "rows": 2, "clusters": 2,
+                                     "clustered": True}
+    assert body["sides"]["item"]["entities"] == 10 and body["sides"]["item"]["clusters"] == 3
+    assert body["memory_bytes"] > 0 and body["age_seconds"] >= 0
+    assert body["scenarios"] == SCENARIOS and body["store_connected"] is True
+    writer.delta(new_items=["fresh"], item_changed=([10], [1]), global_bias=2.0,
+                 accepted_at=[time.time() - 0.2, time.time() - 0.1])
+    assert app_state.follower.wait_for(lambda m: m.seq == 1, 5.0)
+    scores = client.get("/scores", params={"user_id": "bob", "item_id": "fresh"}).json()
+    assert scores["model_seq"] == 1 and scores["scores"][0]["unknown"] is False
+    assert scores["scores"][0]["score"] == pytest.approx(sigmoid(hand_score(1, 1, 2.0)))
+    assert client.get("/model").json()["sides"]["item"]["entities"] == 11
+    metrics = client.get("/metrics").text
+    assert "celrec_freshness_seconds_count 2.0" in metrics
+    assert "celrec_model_version 3.0" in metrics
+    assert "celrec_model_deltas_applied_total 1.0" in metrics
+
+
+def test_a_new_version_replaces_the_model(client, writer, app_state):
+    publish(writer, app_state)
+    publish(writer, app_state, version=4)
+    assert client.get("/model").json()["version"] == 4
+
+
+def test_openapi_documents_every_scoring_route_with_models(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for model in ("ScoresResponse", "RecommendationsResponse", "ModelResponse",
+                  "ErrorResponse"):
+        assert model in schemas
+    for path, codes in (("/scores", {"200", "413", "422", "503"}),
+                        ("/recommendations/{user_id}", {"200", "422", "503"}),
+                        ("/model", {"200", "503"})):
+        responses = spec["paths"][path]["get"]["responses"]
+        assert codes <= set(responses)
+        for code in codes:
+            assert "$ref" in responses[code]["content"]["application/json"]["schema"]
+
+
+def test_odd_inputs_never_cause_a_500(client, writer, app_state):
+    publish(writer, app_state)
+    odd = ["%00", "ü" * 128, "a/b", " ", "../x", "\u202e", "1e309"]
+    for value in odd:
+        for response in (
+            client.get("/scores", params={"user_id": value, "item_id": [value, "a0"],
+                                          "scenario": value}),
+            client.get("/recommendations/" + value, params={"scenario": value}),
+        ):
+            assert response.status_code < 500, (value, response.text)
