@@ -235,7 +235,14 @@ class OnlineCEL:
         side.grow(int(uniq[-1]) + 1, self.config, self.gen)  # uniq is sorted
         new = uniq[side.assign[uniq] < 0]
         if new.numel():
-            if side.clustered:
+            if side.clustered and bool((side.counts[: side.m] == 0).any()):
+                # Only while some live cluster is empty (the random initial ones): spread new
+                # ids over the live clusters, which seeds every cluster with members.
+                dest = torch.randint(0, side.m, new.shape, device=self.device,
+                                     generator=self.gen)
+                side.assign[new] = dest.to(torch.int32)
+                side.counts.index_add_(0, dest, torch.ones_like(dest))
+            elif side.clustered:
                 side.assign[new] = side.default_cluster()
                 side.counts[side.default_cluster()] += new.numel()
             else:
