@@ -48,9 +48,9 @@ def running_stack(settings: Settings, event_log: EventLog, store: StateStore) ->
     stop = threading.Event()
     thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
     thread.start()
-    client = TestClient(create_app(build_state(settings, event_log, store)))
     try:
-        yield Stack(settings, event_log, store, client, trainer)
+        with TestClient(create_app(build_state(settings, event_log, store))) as client:
+            yield Stack(settings, event_log, store, client, trainer)
     finally:
         stop.set()
         thread.join(timeout=30)
