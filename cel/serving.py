@@ -110,17 +110,21 @@ def _grown(array: np.ndarray, size: int, fill: int) -> np.ndarray:
     return out
 
 
-def _ids_of(arrays: Mapping[str, np.ndarray], prefix: str) -> list[str] | None:
+def _idmap_of(arrays: Mapping[str, np.ndarray], prefix: str) -> IdMap | None:
     blob, offsets = arrays.get(f"{prefix}.blob"), arrays.get(f"{prefix}.offsets")
     if blob is None and offsets is None:
         return None
     if blob is None or offsets is None:
         raise ModelDataError(f"{prefix}: blob and offsets come together")
     try:
-        ids = IdMap.from_arrays(blob, offsets)
+        return IdMap.from_arrays(blob, offsets)
     except ValueError as exc:
         raise ModelDataError(f"{prefix}: {exc}") from None
-    return ids.external(range(len(ids)))
+
+
+def _ids_of(arrays: Mapping[str, np.ndarray], prefix: str) -> list[str]:
+    ids = _idmap_of(arrays, prefix)
+    return [] if ids is None else ids.external(range(len(ids)))
 
 
 def _table(array: np.ndarray | None, name: str, width: int) -> np.ndarray:
@@ -209,12 +213,11 @@ class _Side:
     """Id map, assignments (with spare capacity), table and member count per row."""
 
     def __init__(self, name: str, meta: SideMeta, arrays: Mapping[str, np.ndarray], width: int):
-        ids = _ids_of(arrays, f"{name}.ids")
+        ids = _idmap_of(arrays, f"{name}.ids")
         if ids is None:
             raise ModelDataError(f"missing arrays {name}.ids.blob / {name}.ids.offsets")
-        self.ids = IdMap()
-        self.ids.lookup_or_add(ids)
-        self.id_bytes = sum(len(s) for s in ids)
+        self.ids = ids
+        self.id_bytes = len(arrays[f"{name}.ids.blob"])
         self.clustered = meta.clustered
         self.table = _table(arrays.get(f"{name}.table"), f"{name}.table", width)
         assign = arrays.get(f"{name}.assign")
@@ -434,7 +437,7 @@ class ServingModel:
         plan: dict = {}
         sizes: dict[str, int] = {}
         for name, side in (("user", self._user), ("item", self._item)):
-            new_ids = _ids_of(arrays, f"{name}.new_ids") or []
+            new_ids = _ids_of(arrays, f"{name}.new_ids")
             if new_ids:
                 first = header.first_new.get(name, side.n)
                 if first != side.n:

@@ -10,6 +10,7 @@ serving and the thread reconnects in the background.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -52,10 +53,10 @@ class FollowerStatus:
 class ModelFollower:
     def __init__(self, store: StateStore, keys: StateKeys, *, poll_interval_s: float = 0.5,
                  retry_interval_s: float = 0.5, metrics: ServiceMetrics | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, freeze_gc: bool = True):
         self.store, self.keys = store, keys
         self.poll_interval_s, self.retry_interval_s = poll_interval_s, retry_interval_s
-        self.metrics, self.clock = metrics, clock
+        self.metrics, self.clock, self.freeze_gc = metrics, clock, freeze_gc
         self._model: ServingModel | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -265,6 +266,11 @@ class ModelFollower:
 
     def _swap(self, model: ServingModel) -> None:
         self._model = model  # one reference assignment: readers see old or new, never mixed
+        if self.freeze_gc:
+            # Millions of id strings would make every full cyclic-GC pass stall requests
+            # (~100 ms at 2M ids). They hold no cycles, so refcounting still frees them
+            # when the model is replaced; freezing only stops the GC from scanning them.
+            gc.freeze()
         if self.metrics is not None:
             self.metrics.model_version.set(model.version)
         self._notify()
