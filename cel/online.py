@@ -199,9 +199,6 @@ class _Side:
             self.counts = extend(self.counts, 0)
             self.inter = extend(self.inter, 0)
 
-    def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.assign[ids].long()
-
 
 class OnlineCEL:
     """Online CEL over dense internal ids (see :class:`cel.idmap.IdMap`)."""
@@ -230,26 +227,36 @@ class OnlineCEL:
             return F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
         return (scores - labels).square()
 
-    def _admit(self, side: _Side, uniq: torch.Tensor) -> torch.Tensor:
-        """First sight: grow the id space and assign new ids. Returns the new ids."""
-        side.grow(int(uniq[-1]) + 1, self.config, self.gen)  # uniq is sorted
-        new = uniq[side.assign[uniq] < 0]
-        if new.numel():
-            if side.clustered and bool((side.counts[: side.m] == 0).any()):
+    def _first_sight(self, side: _Side, uniq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of the sorted unique ids, choosing (not yet writing) those of new ids.
+
+        Returns ``(rows, new_mask)``; :meth:`_admit` writes them once the step is accepted,
+        so a rejected batch leaves no assignment behind."""
+        side.grow(int(uniq[-1]) + 1, self.config, self.gen)
+        rows = side.assign[uniq].long()
+        new = rows < 0
+        k = int(new.sum())
+        if k:
+            if not side.clustered:
+                rows[new] = uniq[new]
+            elif bool((side.counts[: side.m] == 0).any()):
                 # Only while some live cluster is empty (the random initial ones): spread new
                 # ids over the live clusters, which seeds every cluster with members.
-                dest = torch.randint(0, side.m, new.shape, device=self.device,
-                                     generator=self.gen)
-                side.assign[new] = dest.to(torch.int32)
-                side.counts.index_add_(0, dest, torch.ones_like(dest))
-            elif side.clustered:
-                side.assign[new] = side.default_cluster()
-                side.counts[side.default_cluster()] += new.numel()
+                rows[new] = torch.randint(0, side.m, (k,), device=self.device,
+                                          generator=self.gen)
             else:
-                side.assign[new] = new.to(torch.int32)
-                side.counts[new] = 1
-            side.known += new.numel()
-        return new
+                rows[new] = side.default_cluster()
+        return rows, new
+
+    def _admit(self, side: _Side, uniq: torch.Tensor, rows: torch.Tensor,
+               new: torch.Tensor) -> torch.Tensor:
+        """Write the first-sight assignments chosen by :meth:`_first_sight`; the new ids."""
+        ids, dest = uniq[new], rows[new]
+        if ids.numel():
+            side.assign[ids] = dest.to(torch.int32)
+            side.counts.index_add_(0, dest, torch.ones_like(dest))
+            side.known += ids.numel()
+        return ids
 
     def register(self, side: str, ids: torch.Tensor,
                  clusters: torch.Tensor | None = None) -> int:
@@ -265,7 +272,8 @@ class OnlineCEL:
         fresh = s.assign[ids] < 0
         if clusters is None or not s.clustered:
             new = torch.unique(ids[fresh])
-            self._admit(s, new) if new.numel() else None
+            if new.numel():
+                self._admit(s, new, *self._first_sight(s, new))
             return int(new.numel())
         clusters = clusters.to(self.device, torch.long).reshape(-1)
         if clusters.shape != ids.shape or int(clusters.max()) >= s.m or int(clusters.min()) < 0:
@@ -568,10 +576,9 @@ class OnlineCEL:
         su, si = self.sides["user"], self.sides["item"]
         uniq_u, inv_u = torch.unique(users, return_inverse=True)
         uniq_i, inv_i = torch.unique(items, return_inverse=True)
-        new_u, new_i = self._admit(su, uniq_u), self._admit(si, uniq_i)
-        out["new_user"], out["new_item"] = new_u.numel(), new_i.numel()
-
-        rows_u, rows_i = su.rows(users), si.rows(items)
+        first_u, new_mask_u = self._first_sight(su, uniq_u)
+        first_i, new_mask_i = self._first_sight(si, uniq_i)
+        rows_u, rows_i = first_u[inv_u], first_i[inv_i]
         u = su.table[rows_u].requires_grad_(True)
         i = si.table[rows_i].requires_grad_(True)
         self.model.zero_grad(set_to_none=True)
@@ -589,6 +596,9 @@ class OnlineCEL:
             self.totals["skipped"] += 1
             return self._finish(out)
         out["loss"] = float(total.detach()) / n
+        new_u = self._admit(su, uniq_u, first_u, new_mask_u)
+        new_i = self._admit(si, uniq_i, first_i, new_mask_i)
+        out["new_user"], out["new_item"] = new_u.numel(), new_i.numel()
         self.batches += 1
         self.totals["events"] += n
         changes: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"user": [], "item": []}

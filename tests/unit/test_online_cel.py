@@ -211,7 +211,8 @@ def test_non_finite_batches_are_skipped(loss):
     if loss == "mse":
         bad.append(torch.tensor([1.0, 3e38]))  # finite label, inf loss
     for y in bad:
-        out = model.step(torch.tensor([1, 2]), torch.tensor([3, 4]), y)
+        # user 450 is new (inside the grown capacity): a rejected batch must not admit it
+        out = model.step(torch.tensor([1, 450]), torch.tensor([3, 4]), y)
         assert out["skipped"] == 1
     after = model.state_dict()
     for k, v in before.items():
