@@ -279,6 +279,8 @@ class OnlineCEL:
         if clusters.shape != ids.shape or int(clusters.max()) >= s.m or int(clusters.min()) < 0:
             raise ValueError("clusters must match ids and name live clusters")
         ids, clusters = ids[fresh], clusters[fresh]
+        ids, inv = torch.unique(ids, return_inverse=True)  # a repeated id counts once
+        clusters = torch.zeros_like(ids).scatter_(0, inv, clusters)
         s.assign[ids] = clusters.to(torch.int32)
         s.counts.index_add_(0, clusters, torch.ones_like(clusters))
         s.known += ids.numel()
@@ -722,7 +724,10 @@ class OnlineCEL:
                                     if k.startswith("model.")})
         self.batches = int(state["batches"])
         self.totals = {k: int(state[f"totals.{k}"]) for k in self.totals}
-        self.gen.set_state(state["rng"])
+        try:
+            self.gen.set_state(state["rng"])
+        except RuntimeError:  # checkpoint from another device type: keep this generator
+            pass
 
 
 __all__ = ["MFInteraction", "OnlineCEL", "OnlineCELConfig", "SIDES", "pairwise_scores",

@@ -111,6 +111,8 @@ def test_new_id_gets_most_popular_cluster_not_zero():
     model = OnlineCEL(small_config(initial_clusters=4), device="cpu")
     model.register("user", torch.arange(10), torch.tensor([2] * 6 + [0, 1, 3, 3]))
     model.register("item", torch.arange(4), torch.tensor([0, 1, 2, 3]))
+    assert model.register("user", torch.tensor([0, 20, 20]), torch.tensor([1, 1, 1])) == 1
+    assert int(model.cluster_sizes("user").sum()) == 11  # id 0 kept its cluster, 20 once
     assert int(model.cluster_sizes("user").argmax()) == 2
     out = model.step(torch.tensor([100]), torch.tensor([1]), torch.tensor([1.0]))
     assert out["new_user"] == 1
