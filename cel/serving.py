@@ -532,7 +532,8 @@ class ServingModel:
     def _output(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
         if self.loss == "logloss":
-            return np.exp(-np.logaddexp(0.0, -raw))  # sigmoid without overflow
+            with np.errstate(invalid="ignore"):  # NaN in, NaN out: the caller checks
+                return np.exp(-np.logaddexp(0.0, -raw))  # sigmoid without overflow
         return raw
 
     def _nbytes(self) -> int:

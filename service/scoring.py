@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Path, Query
 from pydantic import StringConstraints
 
@@ -42,12 +44,20 @@ Scenario = Annotated[
     Query(min_length=1, max_length=MAX_ID_CHARS,
           description="scenario of the request; absent: all scenarios (cold-start prior)"),
 ]
-_NO_MODEL = {"model": ErrorResponse, "description": "no model loaded yet; retry later"}
+_NO_MODEL = {"model": ErrorResponse,
+             "description": "no model loaded yet, or it produced non-finite scores; retry later"}
 _INVALID = {"model": ErrorResponse, "description": "invalid parameter(s)"}
 
 
 def _score_kind(model: ServingModel) -> Any:
     return "probability" if model.loss == "logloss" else "value"
+
+
+def _finite(scores: Iterable[float]) -> None:
+    """A diverged model yields NaN/inf, which JSON cannot carry: say so instead of a 500."""
+    if not np.isfinite(np.fromiter(scores, np.float64)).all():
+        raise ApiError(503, "model_invalid", "the served model produced non-finite scores",
+                       headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def build_router(state: ServiceState) -> APIRouter:
@@ -82,6 +92,7 @@ def build_router(state: ServiceState) -> APIRouter:
                            f"{settings.score_max_items}")
         model = current_model()
         values, unknown_user, unknown = model.score(user_id, item_id, scenario)
+        _finite(values)
         return ScoresResponse(
             user_id=user_id, scenario=scenario, score_kind=_score_kind(model),
             model_version=model.version, model_seq=model.seq, unknown_user=unknown_user,
@@ -109,6 +120,7 @@ def build_router(state: ServiceState) -> APIRouter:
         if exclude_seen:
             seen, status = read_seen(user_id)
         result = model.retrieve(user_id, n, scenario, seen)
+        _finite(s for _, s in result.items)
         return RecommendationsResponse(
             user_id=user_id, scenario=scenario, score_kind=_score_kind(model),
             model_version=model.version, model_seq=model.seq,

@@ -210,3 +210,14 @@ def test_odd_inputs_never_cause_a_500(client, writer, app_state):
             client.get("/recommendations/" + value, params={"scenario": value}),
         ):
             assert response.status_code < 500, (value, response.text)
+
+
+def test_a_diverged_model_is_503_not_500(client, writer, app_state):
+    table = np.array(ITEM_TABLE)
+    table[0, 0] = np.nan
+    writer.snapshot(5, USERS, ITEMS, np.array(USER_TABLE), table, USER_ASSIGN, ITEM_ASSIGN)
+    assert app_state.follower.wait_for(lambda m: m.version == 5, 5.0)
+    assert_error(client.get("/scores", params={"user_id": "alice", "item_id": "a0"}), 503,
+                 "model_invalid")
+    assert_error(client.get("/recommendations/alice"), 503, "model_invalid")
+    assert client.get("/scores", params={"user_id": "alice", "item_id": "b0"}).status_code == 200
