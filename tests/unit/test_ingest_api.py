@@ -104,7 +104,8 @@ def test_metrics_count_accepted_and_rejected(client, log):
 
 def test_health_and_openapi(client):
     assert client.get("/health/live").json()["status"] == "ok"
-    assert client.get("/health/ready").status_code == 200
+    ready = client.get("/health/ready")  # no model published yet: not ready
+    assert ready.status_code == 503 and ready.json()["checks"]["model"] == "not loaded"
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]
     assert "anyOf" in body["schema"] and "Event" in spec["components"]["schemas"]
