@@ -463,6 +463,10 @@ class OnlineCEL:
         n_best = rest // 3 + (rest % 3 > 0)
         n_cohort = rest // 3 + (rest % 3 > 1)
         n_rand = rest - n_best - n_cohort
+        if table is None and not hasattr(self.model, "pairwise"):
+            # Scoring E x picks partners against all M clusters needs (E, picks, M) model
+            # calls without a fast pairwise: follow partners by two hops instead.
+            n_best, n_cohort = 0, n_cohort + n_best
         newest = torch.full_like(cur, s.newest) if s.newest >= 0 else cur
         # Which history entries to follow: prefer positive ones (those carry the taste).
         weight = valid.float() * (1.0 + 3.0 * (labels > 0).float())
