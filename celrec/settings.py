@@ -11,6 +11,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CELREC_"
+_SCOPE = r"(?:events:write|scores:read|admin)"
+API_KEYS_PATTERN = rf"^[\s;]*(?:[0-9a-fA-F]{{64}}:{_SCOPE}(?:,{_SCOPE})*(?:[\s;]+|$))*$"
 
 
 class SettingsError(ValueError):
@@ -129,6 +131,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="log level"
     )
+
+    # Reliability and security
+    checkpoint_dir: str | None = Field(
+        None, description="directory of the trainer's on-disk checkpoint (one atomically "
+        "replaced file; on start the newer of it and the state-store copy is resumed); "
+        "unset: state store only",
+    )
+    api_keys: str = Field(
+        "", pattern=API_KEYS_PATTERN,
+        description="API keys as space- or ;-separated `sha256hex:scope,scope` entries "
+        "(scopes events:write, scores:read, admin); `celrec hash-key` prints an entry; "
+        "empty: authentication disabled",
+    )
+    auth_open_health: bool = Field(True, description="/health/* answers without an API key")
+    auth_open_metrics: bool = Field(False, description="/metrics answers without an API key")
 
     @field_validator("kafka_api_version")
     @classmethod

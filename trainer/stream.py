@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from celrec.backends import (
@@ -32,6 +33,16 @@ from schemas.api import TrainerProgress
 from schemas.events import Event
 from schemas.messages import DeadLetter, MessageDecodeError, decode_event
 from schemas.state import StateKeys
+from trainer.checkpoint import (
+    DEDUP_BLOB,
+    Checkpoint,
+    DiskCheckpoints,
+    decode_dedup,
+    encode_dedup,
+    load_from_store,
+    newest,
+    store_values,
+)
 from trainer.dedup import DedupWindow
 from trainer.learner import Learner
 from trainer.publisher import Publisher
@@ -39,7 +50,6 @@ from trainer.publisher import Publisher
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DEDUP_BLOB = "dedup_window"
 RETRY_BACKOFF_S = 0.5
 
 
@@ -80,38 +90,56 @@ class StreamTrainer:
         self._positions: dict[TopicPartition, int] = {}
         self._last_checkpoint = time.monotonic()
         self._dirty = False
+        self._store_behind = False  # the disk holds a checkpoint the store lacks
         self._stop = threading.Event()
+        self.disk = DiskCheckpoints(Path(settings.checkpoint_dir)) \
+            if settings.checkpoint_dir else None
         self._restore()
 
     # -- checkpoints -------------------------------------------------------------------
     def _restore(self) -> None:
-        raw = self._retry(lambda: self.store.get(self.keys.trainer_progress), "load progress")
-        if raw is None:
+        names = [*self.learner.blob_names, DEDUP_BLOB]
+        stored = self._retry(lambda: load_from_store(self.store, self.keys, names),
+                             "load checkpoint")
+        on_disk = self.disk.load() if self.disk is not None else None
+        chosen = newest(on_disk, stored)  # disk first: it wins a tie
+        if chosen is None:
             self._positions = self.consumer.position()
             return
-        self.progress = TrainerProgress.model_validate_json(raw)
-        names = [*self.learner.blob_names, DEDUP_BLOB]
-        blobs = self._retry(
-            lambda: self.store.get_many([self.keys.trainer_state(n) for n in names]),
-            "load checkpoint",
-        )
-        state = {n: b for n, b in zip(names, blobs, strict=True) if b is not None}
-        self.learner.restore(state)
-        if state.get(DEDUP_BLOB):
-            self.dedup.restore(state[DEDUP_BLOB].decode("utf-8").split("\n"))
+        self.progress = chosen.progress
+        self.learner.restore(chosen.blobs)
+        if chosen.blobs.get(DEDUP_BLOB):
+            self.dedup.restore(decode_dedup(chosen.blobs[DEDUP_BLOB]))
         offsets = {_tp_parse(k): v for k, v in self.progress.offsets.items()}
         self.consumer.seek(offsets)
         self._positions = {**self.consumer.position(), **offsets}
-        log.info("trainer resumed from checkpoint: %d events applied, offsets %s",
-                 self.progress.events_applied, self.progress.offsets)
+        self._store_behind = chosen is not stored
+        log.info("trainer resumed from the %s checkpoint: %d events applied, offsets %s",
+                 "disk" if chosen is on_disk else "state-store", self.progress.events_applied,
+                 self.progress.offsets)
 
     def checkpoint(self) -> None:
-        """Store the model, dedup window, counters and offsets atomically; then commit."""
+        """Store the model, dedup window, counters and offsets atomically; then commit.
+
+        With a checkpoint directory the file is written first and a state store that is
+        down only delays its copy (retried at the next checkpoint); without one the
+        store is the only copy, so the trainer waits for it.
+        """
         self.progress.updated_at = time.time()
-        values = {self.keys.trainer_state(n): b for n, b in self.learner.state().items()}
-        values[self.keys.trainer_state(DEDUP_BLOB)] = "\n".join(self.dedup.export()).encode()
-        values[self.keys.trainer_progress] = self.progress.model_dump_json().encode()
-        self._retry(lambda: self.store.put(values), "store checkpoint")
+        blobs = dict(self.learner.state())
+        blobs[DEDUP_BLOB] = encode_dedup(self.dedup.export())
+        checkpoint = Checkpoint(self.progress.model_copy(deep=True), blobs)
+        values = store_values(self.keys, checkpoint)
+        if self.disk is not None:
+            self.disk.save(checkpoint)
+            try:
+                self.store.put(values)
+                self._store_behind = False
+            except BackendUnavailable as exc:
+                self._store_behind = True
+                log.warning("checkpoint saved to disk; state-store copy failed: %s", exc)
+        else:
+            self._retry(lambda: self.store.put(values), "store checkpoint")
         try:
             self.consumer.commit(dict(self._positions))
         except Exception as exc:  # harmless: the stored checkpoint carries the offsets
@@ -206,7 +234,7 @@ class StreamTrainer:
     def run_once(self) -> BatchReport:
         report = self.process(self._poll_batch())
         due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
-        if self._dirty and due:
+        if (self._dirty or self._store_behind) and due:
             self.checkpoint()
             report.checkpointed = True
         if self.publisher is not None:
@@ -222,7 +250,7 @@ class StreamTrainer:
             except BackendUnavailable as exc:
                 log.warning("trainer backend unavailable: %s", exc)
                 time.sleep(RETRY_BACKOFF_S)
-        if self._dirty:
+        if self._dirty or self._store_behind:
             try:
                 self.checkpoint()
             except BackendUnavailable as exc:
