@@ -1,0 +1,285 @@
+"""SAML: scenario-aware mutual learning for multi-scenario CTR, on CEL tables.
+
+Layout (our reconstruction of the ICDM-W 2020 abstract, see docs/saml-dupn.md):
+- representation: global user/item tables (CEL) for every sample, plus one small cluster
+  table per scenario branch that reuses the global assignment (memory K·M·d, not K·N·d);
+  plain embeddings for small context fields (global only);
+- behaviour attention: target-item attention over the user's recent items, one bilinear
+  score on global embeddings and one per branch on that branch's scenario embeddings; the
+  values are the global embeddings of the history items in both;
+- auxiliary network: an MLP on the global representation with its own log loss on every
+  sample; hidden layer l of it is an input of layer l + 1 of every branch;
+- branches: one MLP per scenario on that scenario's representation. Every sample runs
+  through every branch, but a branch only learns from its own scenario's samples: the
+  others see a detached copy of its states (stop-gradient);
+- mutual unit: cosine similarity (plus a learned per-pair bias) between the sample's own
+  branch state and each other branch, softmax over the others, a sigmoid gate on
+  [own, mix], and ``own + gate * mix`` goes into the own branch's output layer.
+
+A scenario without a branch (beyond ``max_branches``) is scored by the auxiliary network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cel.tables import ClusteredEmbedding, FullEmbedding
+
+
+@dataclass
+class SAMLConfig:
+    num_users: int
+    num_items: int
+    dim: int = 16
+    user_clusters: int = 64
+    item_clusters: int = 64
+    table: str = "cel"  # "cel" (clustered, scenario tables share the assignment) or "full"
+    num_scenarios: int = 1  # scenarios 0..num_scenarios-1 get a branch at construction
+    max_branches: int = 8
+    hidden: tuple[int, ...] = (64, 32)
+    context_cardinalities: tuple[int, ...] = ()
+    use_history: bool = True
+    aux_weight: float = 1.0
+    init_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.table not in ("cel", "full"):
+            raise ValueError(f"table must be 'cel' or 'full', got {self.table!r}")
+        if not 0 < self.num_scenarios <= self.max_branches:
+            raise ValueError("need 0 < num_scenarios <= max_branches")
+        if not self.hidden:
+            raise ValueError("hidden needs at least one layer")
+
+
+class SAMLOutput(NamedTuple):
+    logit: torch.Tensor  # (B,) the sample's own-scenario output (aux output without a branch)
+    aux_logit: torch.Tensor  # (B,) auxiliary network
+    has_branch: torch.Tensor  # (B,) bool
+
+
+class ScenarioTable(nn.Module):
+    """One cluster table per branch over the global table's assignment.
+
+    Separate parameters per branch, so a branch that saw no sample in a step has no gradient
+    and an optimiser leaves it untouched. With a full global table the rows are per entity.
+    """
+
+    def __init__(self, global_table: nn.Module, branches: int, init_std: float) -> None:
+        super().__init__()
+        self.global_table = [global_table]  # a list: not registered twice as a submodule
+        clustered = isinstance(global_table, ClusteredEmbedding)
+        rows = global_table.max_clusters if clustered else global_table.num_entities
+        dim, device = global_table.dim, global_table.weight.device
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(rows, dim, device=device) * init_std)
+            for _ in range(branches))
+        if clustered:  # average member gradients per cluster, as the global table does
+            for w in self.weights:
+                w.register_hook(global_table._average)
+
+    def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
+        table = self.global_table[0]
+        return table.clusters_of(ids) if isinstance(table, ClusteredEmbedding) else ids
+
+    def lookup(self, branch: int, ids: torch.Tensor) -> torch.Tensor:
+        return self.weights[branch][self.rows_of(ids)]
+
+    @torch.no_grad()
+    def copy_row(self, parent: int, child: int) -> None:
+        for w in self.weights:
+            w[child] = w[parent]
+
+    def memory_bytes(self, branches: int) -> int:
+        return sum(w.numel() * w.element_size() for w in list(self.weights)[:branches])
+
+
+def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis where ``mask``; exactly 0 elsewhere (all-0 rows stay 0)."""
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return weights * mask
+
+
+class Branch(nn.Module):
+    """A scenario's MLP (layer l > 1 also reads the auxiliary layer l - 1), mutual unit, head."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], dim: int, max_branches: int
+                 ) -> None:
+        super().__init__()
+        sizes = [in_dim, *hidden]
+        self.layers = nn.ModuleList(
+            nn.Linear(sizes[k] + (hidden[k - 1] if k else 0), sizes[k + 1])
+            for k in range(len(hidden)))
+        self.query = nn.Parameter(torch.eye(dim))  # scenario-side attention score
+        self.pair_bias = nn.Parameter(torch.zeros(max_branches))
+        self.gate = nn.Linear(2 * hidden[-1], hidden[-1])
+        self.head = nn.Linear(2 * hidden[-1], 1)  # [mixed own state, aux state]
+
+    def forward(self, x: torch.Tensor, aux_states: list[torch.Tensor]) -> torch.Tensor:
+        h = x
+        for k, layer in enumerate(self.layers):
+            h = F.relu(layer(h if k == 0 else torch.cat([h, aux_states[k - 1]], dim=1)))
+        return h
+
+
+class SAML(nn.Module):
+    def __init__(self, config: SAMLConfig, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.config = cfg = config
+        self.user_table = self._table(cfg.num_users, cfg.user_clusters, device)
+        self.item_table = self._table(cfg.num_items, cfg.item_clusters, device)
+        self.user_scenario = ScenarioTable(self.user_table, cfg.max_branches, cfg.init_std)
+        self.item_scenario = ScenarioTable(self.item_table, cfg.max_branches, cfg.init_std)
+        self.context = nn.ModuleList(nn.Embedding(c, cfg.dim) for c in cfg.context_cardinalities)
+        for table in self.context:
+            nn.init.normal_(table.weight, std=cfg.init_std)
+        self.global_query = nn.Parameter(torch.eye(cfg.dim))
+        fields = 2 + len(cfg.context_cardinalities) + int(cfg.use_history)
+        rep_dim = fields * cfg.dim  # global and scenario representations are equally wide
+        sizes = [rep_dim, *cfg.hidden]
+        self.aux_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:],
+                                                                          strict=True))
+        self.aux_head = nn.Linear(cfg.hidden[-1], 1)
+        self.branches = nn.ModuleList(Branch(rep_dim, cfg.hidden, cfg.dim, cfg.max_branches)
+                                      for _ in range(cfg.max_branches))
+        self.num_branches = cfg.num_scenarios
+        # external scenario id -> branch slot (-1: none); grows with add_scenario
+        self.register_buffer("slot_of", torch.arange(cfg.num_scenarios, device=device))
+        self.to(device)
+
+    def _table(self, n: int, clusters: int, device: str | torch.device) -> nn.Module:
+        cfg = self.config
+        if cfg.table == "cel":
+            return ClusteredEmbedding(n, cfg.dim, clusters, cfg.init_std, device=device)
+        return FullEmbedding(n, cfg.dim, cfg.init_std, device)
+
+    # -- scenarios -------------------------------------------------------------------
+    def add_scenario(self, scenario: int) -> bool:
+        """Give ``scenario`` its own branch; False when it has one or the budget is spent
+        (it then keeps sharing the auxiliary network)."""
+        if scenario < len(self.slot_of) and int(self.slot_of[scenario]) >= 0:
+            return False
+        if self.num_branches >= self.config.max_branches:
+            return False
+        if scenario >= len(self.slot_of):
+            grown = torch.full((scenario + 1,), -1, dtype=torch.long, device=self.slot_of.device)
+            grown[:len(self.slot_of)] = self.slot_of
+            self.slot_of = grown
+        self.slot_of[scenario] = self.num_branches
+        self.num_branches += 1
+        return True
+
+    def slots(self, scenarios: torch.Tensor) -> torch.Tensor:
+        inside = (scenarios >= 0) & (scenarios < len(self.slot_of))
+        return torch.where(inside, self.slot_of[scenarios.clamp(0, len(self.slot_of) - 1)], -1)
+
+    def on_split(self, side: str, parent: int, child: int) -> None:
+        """A global cluster split: scenario tables copy the parent's row (shared assignment)."""
+        (self.user_scenario if side == "user" else self.item_scenario).copy_row(parent, child)
+
+    # -- forward ---------------------------------------------------------------------
+    def _attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = torch.einsum("bd,de,ble->bl", query, weight, keys) / keys.shape[-1] ** 0.5
+        return torch.einsum("bl,bld->bd", _masked_softmax(scores, mask), values)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, scenarios: torch.Tensor,
+                context: torch.Tensor | None = None, history: torch.Tensor | None = None,
+                history_mask: torch.Tensor | None = None) -> SAMLOutput:
+        """``history``: (B, L) item ids of the user's recent items, ``history_mask`` (B, L)
+        True at real steps (padding ids may be any valid id)."""
+        cfg = self.config
+        u, i = self.user_table(users), self.item_table(items)
+        ctx = [table(context[:, k]) for k, table in enumerate(self.context)]
+        use_history = cfg.use_history
+        if use_history:
+            if history is None:
+                history = items.new_zeros(len(items), 1)
+                history_mask = torch.zeros_like(history, dtype=torch.bool)
+            elif history_mask is None:
+                history_mask = torch.ones_like(history, dtype=torch.bool)
+            keys = self.item_table(history)
+            pooled = self._attend(i, keys, keys, self.global_query, history_mask)
+        global_rep = torch.cat([u, i, *ctx] + ([pooled] if use_history else []), dim=1)
+        aux_states, h = [], global_rep
+        for layer in self.aux_layers:
+            h = F.relu(layer(h))
+            aux_states.append(h)
+        aux_logit = self.aux_head(h).squeeze(1)
+
+        slot = self.slots(scenarios)
+        states = []
+        for k in range(self.num_branches):
+            own = slot == k
+            # a branch with no sample of its own in the batch runs without a graph, so its
+            # parameters get no gradient at all (a zero gradient would still move Adam)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and bool(own.any())):
+                state = self._branch_state(k, users, items, ctx, history, history_mask,
+                                           keys if use_history else None, aux_states)
+            if state.requires_grad:
+                state = torch.where(own.unsqueeze(1), state, state.detach())  # stop-gradient
+            states.append(state)
+        logit = aux_logit
+        if states:
+            logit = torch.where(slot >= 0, self._mutual(states, slot, h), aux_logit)
+        return SAMLOutput(logit, aux_logit, slot >= 0)
+
+    def _branch_state(self, k: int, users: torch.Tensor, items: torch.Tensor,
+                      ctx: list[torch.Tensor], history: torch.Tensor | None,
+                      history_mask: torch.Tensor | None, keys: torch.Tensor | None,
+                      aux_states: list[torch.Tensor]) -> torch.Tensor:
+        branch = self.branches[k]
+        si = self.item_scenario.lookup(k, items)
+        parts = [self.user_scenario.lookup(k, users), si, *ctx]
+        if keys is not None:
+            skeys = self.item_scenario.lookup(k, history)
+            parts.append(self._attend(si, skeys, keys, branch.query, history_mask))
+        return branch(torch.cat(parts, dim=1), aux_states)
+
+    def _mutual(self, states: list[torch.Tensor], slot: torch.Tensor, aux_state: torch.Tensor
+                ) -> torch.Tensor:
+        """Own-branch output after mixing in the similar other branches (per sample)."""
+        stacked = torch.stack(states, dim=1)  # (B, K, H)
+        k = stacked.shape[1]
+        out = stacked.new_zeros(len(slot))
+        for j in range(k):  # each branch's own similarity bias, gate and head, own samples
+            rows = (slot == j).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            branch = self.branches[j]
+            group = stacked[rows]  # (b, K, H)
+            own = group[:, j]
+            sim = F.cosine_similarity(own.unsqueeze(1), group, dim=2) + branch.pair_bias[:k]
+            others = torch.arange(k, device=slot.device) != j
+            alpha = _masked_softmax(sim, others.expand_as(sim))
+            mix = torch.einsum("bk,bkh->bh", alpha, group)
+            gate = torch.sigmoid(branch.gate(torch.cat([own, mix], dim=1)))
+            mixed = own + gate * mix
+            out[rows] = branch.head(torch.cat([mixed, aux_state[rows]], dim=1)).squeeze(1)
+        return out
+
+    # -- training helpers --------------------------------------------------------------
+    def loss(self, out: SAMLOutput, labels: torch.Tensor) -> torch.Tensor:
+        """Own-scenario log loss + aux_weight × auxiliary log loss (means over the batch)."""
+        main = F.binary_cross_entropy_with_logits(out.logit, labels)
+        aux = F.binary_cross_entropy_with_logits(out.aux_logit, labels)
+        return main + self.config.aux_weight * aux
+
+    @torch.no_grad()
+    def predict(self, *args: torch.Tensor | None, **kwargs: torch.Tensor | None) -> torch.Tensor:
+        return torch.sigmoid(self(*args, **kwargs).logit)
+
+    def clustered_tables(self) -> dict[str, ClusteredEmbedding]:
+        return {side: t for side, t in (("user", self.user_table), ("item", self.item_table))
+                if isinstance(t, ClusteredEmbedding)}
+
+    def memory_bytes(self) -> int:
+        """Embedding memory: global tables + assignments + the active scenario tables."""
+        size = self.user_table.memory_bytes() + self.item_table.memory_bytes()
+        return int(size + self.user_scenario.memory_bytes(self.num_branches)
+                   + self.item_scenario.memory_bytes(self.num_branches))
