@@ -128,8 +128,8 @@ class OfflineCEL:
         clustered = bool(self.rec.clustered_sides())
         for epoch in range(cfg.epochs):
             hist.epoch_loss.append(self._epoch(train, 0.0, clustered))
-            if clustered and (epoch < cfg.reassign_epochs or epoch == cfg.epochs - 1
-                              and cfg.reassign_epochs > 0) and not self._growing():
+            # the last epochs train on fixed clusters so the rows fit the final assignment
+            if clustered and epoch < cfg.reassign_epochs and not self._growing():
                 self.reassign(train)
             self._report(epoch, on_epoch)
         if clustered and cfg.personal_epochs > 0:
