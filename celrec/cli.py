@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-seconds", type=float, default=None,
                        help="stop after this long (default: run until interrupted)")
 
+    hash_key = sub.add_parser("hash-key", help="print the CELREC_API_KEYS entry of an API key "
+                              "read from stdin (or of a new one with --generate)")
+    hash_key.add_argument("--scopes", default="scores:read",
+                          help="comma-separated: events:write, scores:read, admin")
+    hash_key.add_argument("--generate", action="store_true", help="make a new random key")
+
     evaluate = sub.add_parser("eval", help="offline evaluation on a dataset file",
                               add_help=False)
     evaluate.add_argument("rest", nargs=argparse.REMAINDER)
@@ -49,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "hash-key":  # needs no settings
+        from service.auth import hash_key_main
+
+        return hash_key_main(args.scopes, args.generate, sys.stdin.read)
     try:
         settings = load_settings(**_overrides(args))
     except SettingsError as exc:
