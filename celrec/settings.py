@@ -132,6 +132,19 @@ class Settings(BaseSettings):
         "INFO", description="log level"
     )
 
+    # Operations (metrics, dashboard)
+    trainer_metrics_host: str = Field(
+        "127.0.0.1", description="address the trainer's /metrics HTTP endpoint binds"
+    )
+    trainer_metrics_port: int = Field(
+        9108, ge=0, le=65535, description="port of the trainer's /metrics endpoint (0 disables)"
+    )
+    online_metrics_window: int = Field(
+        10_000, ge=100, le=1_000_000,
+        description="events per scenario in the sliding window of the trainer's progressive "
+        "(predict-before-learn) AUC and log loss",
+    )
+
     # Reliability and security
     checkpoint_dir: str | None = Field(
         None, description="directory of the trainer's on-disk checkpoint (one atomically "

@@ -51,6 +51,7 @@ class Publisher:
         self._rng = random.Random(0)
         self.bytes_per_user: float | None = None
         self.bytes_per_item: float | None = None
+        self.snapshot_bytes: int | None = None  # state-store memory of the last snapshot
 
     # -- inputs from the trainer loop -------------------------------------------------
     def note_events(self, events: list[Event], accepted_at: list[float]) -> None:
@@ -153,7 +154,11 @@ class Publisher:
         self.store.publish(self.keys.model_updates_channel, notice.model_dump_json().encode())
 
     def _measure(self, version: int, arrays: dict, meta: SnapshotMeta) -> None:
-        """Bytes the store spends per user and per item (assignment + id map)."""
+        """Bytes the store spends on the snapshot, and per user and per item (assignment +
+        id map)."""
+        self.snapshot_bytes = self.store.memory_bytes(
+            [self.keys.model_meta(version)]
+            + [self.keys.model_array(version, n) for n in arrays])
         for side in ("user", "item"):
             names = [n for n in arrays if n.startswith(f"{side}.") and n != f"{side}.table"]
             entities = meta.sides[side].entities

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from celrec.backends import (
     BackendUnavailable,
@@ -47,6 +47,9 @@ from trainer.dedup import DedupWindow
 from trainer.learner import Learner
 from trainer.publisher import Publisher
 
+if TYPE_CHECKING:
+    from trainer.metrics import TrainerMetrics
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -75,8 +78,10 @@ class BatchReport:
 
 class StreamTrainer:
     def __init__(self, settings: Settings, event_log: EventLog, store: StateStore,
-                 learner: Learner, publisher: Publisher | None = None):
+                 learner: Learner, publisher: Publisher | None = None,
+                 metrics: TrainerMetrics | None = None):
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.learner = learner
         self.publisher = publisher
@@ -146,6 +151,8 @@ class StreamTrainer:
             log.warning("offset commit failed (checkpoint holds them): %s", exc)
         self._last_checkpoint = time.monotonic()
         self._dirty = False
+        if self.metrics is not None:
+            self.metrics.observe_checkpoint()
 
     # -- the loop ----------------------------------------------------------------------
     def _retry(self, action: Callable[[], T], what: str) -> T:
@@ -209,7 +216,11 @@ class StreamTrainer:
             self._dead_letter(letters)
             report.dead_lettered = len(letters)
         if events:
+            if self.metrics is not None:
+                self.metrics.before_learn(self.learner, events)  # progressive: predict first
             stats = self.learner.learn(events)
+            if self.metrics is not None:
+                self.metrics.after_learn(stats)
             for event in events:
                 self.dedup.add(event.event_id)  # type: ignore[arg-type]
             if stats.skipped:
@@ -229,6 +240,8 @@ class StreamTrainer:
         self.progress.batches += 1 if records else 0
         self._dirty = self._dirty or bool(records)
         report.seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe_batch(report)
         return report
 
     def run_once(self) -> BatchReport:
@@ -238,7 +251,12 @@ class StreamTrainer:
             self.checkpoint()
             report.checkpointed = True
         if self.publisher is not None:
-            self.publisher.maybe_publish(self.learner, self.progress)  # type: ignore[arg-type]
+            started = time.perf_counter()
+            kind = self.publisher.maybe_publish(self.learner, self.progress)  # type: ignore[arg-type]
+            if self.metrics is not None:
+                self.metrics.observe_publish(kind, time.perf_counter() - started, self.publisher)
+        if self.metrics is not None:
+            self.metrics.maybe_sample(self)
         return report
 
     def run(self, stop: threading.Event) -> None:
