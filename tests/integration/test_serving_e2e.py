@@ -17,7 +17,7 @@ def stack(request, make_settings):
     real = request.param == "kafka+redis"
     settings = make_settings(kafka=real, redis=real, batch_max_events=256, batch_max_wait_ms=50,
                              publish_interval_ms=100, entity_state_capacity=2000,
-                             user_clusters=16, item_clusters=16)
+                             user_clusters=16, item_clusters=16, checkpoint_interval_s=0.5)
     event_log, store = make_event_log(settings), make_state_store(settings)
     with running_stack(settings, event_log, store) as running:
         yield running
@@ -43,31 +43,35 @@ def scores(stack: Stack, user: str, items: list[str]) -> dict:
     return response.json()
 
 
-@pytest.mark.integration
-def test_an_event_for_a_new_user_changes_its_score_quickly(stack):
-    warm_up(stack)
+def seconds_until_score_changes(stack: Stack, user: str) -> float:
+    """Post events for a brand-new user; time until /scores reflects them (bounded)."""
     items = ["i1", "i2", "i3"]
-    before = scores(stack, "newcomer", items)
+    before = scores(stack, user, items)
     assert before["unknown_user"] is True
     posted = time.monotonic()
     response = stack.client.post("/events", json=[
-        {"user_id": "newcomer", "item_id": "i1", "value": 1},
-        {"user_id": "newcomer", "item_id": "i2", "value": 1}])
+        {"user_id": user, "item_id": "i1", "value": 1},
+        {"user_id": user, "item_id": "i2", "value": 1}])
     assert response.status_code == 202
-    deadline = posted + 15  # failure bound; the target is checked below
-    while time.monotonic() < deadline:
-        after = scores(stack, "newcomer", items)
-        changed = [a["score"] != b["score"] for a, b in zip(after["scores"], before["scores"],
-                                                            strict=True)]
-        if not after["unknown_user"] and any(changed):
-            break
+    while time.monotonic() < posted + 15:  # failure bound; the target is checked by the caller
+        after = scores(stack, user, items)
+        changed = any(a["score"] != b["score"]
+                      for a, b in zip(after["scores"], before["scores"], strict=True))
+        if not after["unknown_user"] and changed:
+            assert (after["model_version"], after["model_seq"]) > (
+                before["model_version"], before["model_seq"])
+            return time.monotonic() - posted
         time.sleep(0.02)
-    elapsed = time.monotonic() - posted
-    assert after["unknown_user"] is False and any(changed), "score never reflected the event"
-    assert (after["model_version"], after["model_seq"]) > (before["model_version"],
-                                                           before["model_seq"])
-    print(f"event -> changed score in {elapsed:.3f} s")
-    assert elapsed <= FRESHNESS_TARGET_S
+    raise AssertionError(f"the score of {user} never reflected its events")
+
+
+@pytest.mark.integration
+def test_an_event_for_a_new_user_changes_its_score_quickly(stack):
+    warm_up(stack)
+    stack.wait_for(lambda p: p.events_applied >= 400)  # the trainer is past its warm-up
+    elapsed = sorted(seconds_until_score_changes(stack, f"newcomer-{k}") for k in range(3))
+    print(f"event -> changed score: {', '.join(f'{e:.3f}' for e in elapsed)} s")
+    assert elapsed[1] <= FRESHNESS_TARGET_S  # the median of three probes
 
 
 @pytest.mark.integration
