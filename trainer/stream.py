@@ -26,6 +26,7 @@ from celrec.backends import (
     EventProducer,
     LogRecord,
     StateStore,
+    StateStoreUnavailable,
     TopicPartition,
 )
 from celrec.settings import Settings
@@ -141,6 +142,7 @@ class StreamTrainer:
                 self.store.put(values)
                 self._store_behind = False
             except BackendUnavailable as exc:
+                self._store_outage(exc)
                 self._store_behind = True
                 log.warning("checkpoint saved to disk; state-store copy failed: %s", exc)
         else:
@@ -154,6 +156,12 @@ class StreamTrainer:
         if self.metrics is not None:
             self.metrics.observe_checkpoint()
 
+    def _store_outage(self, exc: BackendUnavailable) -> None:
+        # A store that was away may have come back empty (Redis without persistence):
+        # deltas on a lost snapshot would never reach readers, so republish in full.
+        if isinstance(exc, StateStoreUnavailable) and self.publisher is not None:
+            self.publisher.need_snapshot = True
+
     # -- the loop ----------------------------------------------------------------------
     def _retry(self, action: Callable[[], T], what: str) -> T:
         """Run ``action`` until the backend answers (or the trainer stops): no work is lost."""
@@ -161,6 +169,7 @@ class StreamTrainer:
             try:
                 return action()
             except BackendUnavailable as exc:
+                self._store_outage(exc)
                 if self._stop.is_set():
                     raise
                 log.warning("%s failed, retrying: %s", what, exc)
