@@ -13,6 +13,14 @@ Growing the id space doubles the per-entity arrays (amortised O(1) per new id).
 Tables are ``(rows, dim + 1)``: the last column is the row's bias, which is the layout of
 the interaction models in ``cel.models`` (any ``nn.Module`` with ``forward(u, i[, context])``
 over such rows can replace :class:`MFInteraction`; give it ``pairwise`` for speed).
+Reassignment scores history entries without context (the ring buffers keep partner and
+label only), so a model with context fields must define ``pairwise(users, items)`` with a
+default or marginal context.
+
+Typical wiring (the trainer): ``uid, _ = user_ids.lookup_or_add(batch_user_strings)`` (and
+the same for items, see :class:`cel.idmap.IdMap`), then
+``out = model.step(torch.from_numpy(uid), torch.from_numpy(iid), labels,
+return_changes=True)``; ``out["changes"]`` are the assignment deltas to publish.
 """
 
 from __future__ import annotations
