@@ -42,6 +42,8 @@ def _parse_events(body: bytes, max_batch: int) -> list[Event]:
         payload: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(422, "invalid_json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # json's recursion limit: deeply nested arrays/objects
+        raise ApiError(422, "invalid_json", "body is nested too deeply") from None
     single = not isinstance(payload, list)
     items = [payload] if single else payload
     if not items:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -209,8 +210,15 @@ class StreamTrainer:
         for record in records:
             try:
                 envelope = decode_event(record.value)
+                if not math.isfinite(envelope.accepted_at):  # would poison freshness stats
+                    raise MessageDecodeError("accepted_at must be a finite unix time")
             except MessageDecodeError as exc:
                 letters.append(DeadLetter(exc.reason, record.topic, record.partition,
+                                          record.offset, record.value))
+                continue
+            except Exception as exc:  # e.g. RecursionError on deeply nested JSON: never crash
+                reason = f"undecodable: {type(exc).__name__}: {exc}"[:500]
+                letters.append(DeadLetter(reason, record.topic, record.partition,
                                           record.offset, record.value))
                 continue
             event = envelope.event
