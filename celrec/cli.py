@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-seconds", type=float, default=None,
                        help="stop after this long (default: run until interrupted)")
 
+    replay = sub.add_parser("replay", help="learn a fresh model from the events topic "
+                            "(from the start or --since) or a file")
+    from celrec.replay import add_arguments as add_replay_arguments
+
+    add_replay_arguments(replay)
+
     hash_key = sub.add_parser("hash-key", help="print the CELREC_API_KEYS entry of an API key "
                               "read from stdin (or of a new one with --generate)")
     hash_key.add_argument("--scopes", default="scores:read",
@@ -76,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.main import train
 
         return train(settings, max_seconds=args.max_seconds)
+    if args.command == "replay":
+        from celrec.replay import replay
+
+        return replay(settings, args)
     raise AssertionError(args.command)
 
 

@@ -293,3 +293,48 @@ def test_service_restart_reloads_the_latest_model_and_answers_the_same(make_sett
     finally:
         event_log.close()
         store.close()
+
+
+@pytest.mark.integration
+def test_replay_of_the_topic_rebuilds_the_model_and_the_trainer_continues(make_settings,
+                                                                          tmp_path, capsys):
+    import argparse
+    import json
+
+    from celrec.replay import replay
+    from trainer.main import build_trainer
+
+    settings = make_settings(kafka=True, redis=True, batch_max_events=64, batch_max_wait_ms=50,
+                             entity_state_capacity=1000, user_clusters=8, item_clusters=8,
+                             checkpoint_dir=str(tmp_path))
+    event_log, store = make_event_log(settings), make_state_store(settings)
+    producer = event_log.producer()
+    try:
+        now = time.time()
+        events = [make_event(k) for k in range(200)] + [make_event(k) for k in range(20)]
+        producer.send(settings.kafka_events_topic, [encode_event(e, now) for e in events], 10)
+        args = argparse.Namespace(file=None, since=None, checkpoint_dir=tmp_path,
+                                  publish=True, force=False)
+        assert replay(settings, args) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["applied"], report["duplicates"]) == (200, 20)
+        assert sum(report["offsets"].values()) == 220
+        assert store.get(StateKeys(settings.state_prefix).model_current) is not None
+        assert replay(settings, args) == 1  # refuses to overwrite without --force
+
+        producer.send(settings.kafka_events_topic,
+                      [encode_event(make_event(k, "new"), now) for k in range(30)], 10)
+        trainer = build_trainer(settings, event_log, store)
+        assert trainer.progress.events_applied == 200
+        for _ in range(50):
+            if trainer.progress.events_applied >= 230:
+                break
+            trainer.run_once()
+        trainer.checkpoint()
+        assert trainer.progress.events_applied == 230  # continues after the replayed offsets
+        assert trainer.learner.events_applied == 230
+        trainer.close()
+    finally:
+        producer.close()
+        event_log.close()
+        store.close()

@@ -34,7 +34,8 @@ from trainer.stream import StreamTrainer, progress_of
 
 def settings_for(tmp_path: Path, **overrides: object) -> Settings:
     values: dict = dict(batch_max_events=10, batch_max_wait_ms=10, checkpoint_interval_s=3600,
-                        entity_state_capacity=1000, checkpoint_dir=str(tmp_path))
+                        entity_state_capacity=1000, checkpoint_dir=str(tmp_path),
+                        user_clusters=8, item_clusters=8, embedding_dim=8)
     values.update(overrides)
     return Settings(**values)
 
@@ -162,3 +163,32 @@ def test_disk_checkpoint_holds_only_arrays_of_our_format(tmp_path):
     assert set(loaded.blobs) == {*trainer.learner.blob_names, "dedup_window"}
     assert decode_dedup(loaded.blobs["dedup_window"]) == [f"e{k}" for k in range(20)]
     assert all(np.frombuffer(b, np.uint8).size for b in loaded.blobs.values())
+
+
+def test_replay_of_a_file_builds_a_checkpoint_the_trainer_resumes(tmp_path, capsys):
+    import argparse
+    import json
+
+    from celrec.replay import replay
+
+    lines = [json.dumps({"event_id": f"f{k}", "user_id": f"u{k % 5}", "item_id": f"i{k % 3}",
+                         "value": k % 2}) for k in range(60)]
+    old = Event(event_id="old", user_id="u", item_id="i").completed()
+    lines += [lines[0], "not json", json.dumps({"user_id": "u"}), "[" * 5000,
+              encode_event(old, 1000.0)[1].decode(), ""]
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ckpt"
+    settings = settings_for(out, batch_max_events=16)
+    args = argparse.Namespace(file=source, since="2001-09-09T01:46:40+00:00",
+                              checkpoint_dir=out, publish=False, force=False)
+    assert replay(settings, args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["read"], report["applied"], report["duplicates"]) == (65, 60, 1)
+    assert (report["rejected"], report["before_since"]) == (3, 1)
+
+    resumed = StreamTrainer(settings, EmbeddedEventLog(partitions=1), EmbeddedStateStore(),
+                            CELLearner(settings))
+    assert resumed.progress.events_applied == 60
+    assert resumed.learner.events_applied == 60 and resumed.learner.positives() == 30
+    assert "f7" in resumed.dedup
