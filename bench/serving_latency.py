@@ -38,9 +38,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Appended: PYTHONPATH=<clean checkout> measures that code while results land here.
+sys.path.append(str(ROOT))
 
 from celrec.backends import make_state_store  # noqa: E402
 from celrec.localservers import LocalRedis, free_port  # noqa: E402
@@ -192,6 +194,7 @@ def warm_over_http(server: ServerProcess, events: list[dict], timeout_s: float =
 def publish_learned(settings: Settings, events: list[dict], batch: int = 4096) -> dict:
     """Learn ``events`` with the trainer's CELLearner and publish one snapshot through the
     trainer's Publisher into the configured store (what ``celrec train`` does)."""
+    torch.set_num_threads(1)  # preparation only; 2 threads on a busy 2-core box crawl
     learner = CELLearner(settings)
     store = make_state_store(settings)
     publisher = Publisher(settings, store)
@@ -284,8 +287,12 @@ def summary(runs: list[dict]) -> list[dict]:
 
 
 def environment() -> dict:
+    import celrec
+
     return {"python": platform.python_version(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
+            "code": str(Path(celrec.__file__).resolve().parents[1]),
+            "commit": os.environ.get("BENCH_COMMIT", "working tree"),
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
 
 
@@ -321,20 +328,28 @@ def bench_scores(args: argparse.Namespace) -> None:
     events = covering(args.users, args.items, per_entity=args.events_per_entity)
     servers: dict[str, ServerProcess] = {}
     model: dict[str, dict] = {}
+    variants = parse_variants(args.variant)
     with contextlib.ExitStack() as stack:
         if "redis" in backends:
             redis_server = stack.enter_context(LocalRedis())
             env = redis_settings(redis_server.url, "bench-scores")
             model["redis"] = publish_learned(Settings(**_lower(env)), events)
-            servers["redis"] = stack.enter_context(running(ServerProcess("serve", env)))
-            servers["redis"].wait_ready()
+            for label, extra in variants.items():
+                name = "redis" + label
+                servers[name] = stack.enter_context(running(ServerProcess("serve",
+                                                                          {**env, **extra})))
+                servers[name].wait_ready()
+                model[name] = dict(model["redis"])
         if "embedded" in backends:
-            server = stack.enter_context(running(ServerProcess("run", {"CELREC_DEVICE": "cpu"})))
-            server.wait_ready("/health/live")
-            started = time.perf_counter()
-            warm_over_http(server, events)
-            model["embedded"] = {"events": len(events), "warm_s": time.perf_counter() - started}
-            servers["embedded"] = server
+            for label, extra in variants.items():
+                server = stack.enter_context(running(ServerProcess(
+                    "run", {"CELREC_DEVICE": "cpu", **extra})))
+                server.wait_ready("/health/live")
+                started = time.perf_counter()
+                warm_over_http(server, events)
+                model["embedded" + label] = {"events": len(events),
+                                             "warm_s": time.perf_counter() - started}
+                servers["embedded" + label] = server
         requests = scores_requests(args.users, args.items)
         for name, server in servers.items():
             check_answer(server, requests[0], "scores", 100)
@@ -376,6 +391,18 @@ def bench_recommendations(args: argparse.Namespace) -> None:
         rows, "Target: p99 <= 20 ms."))
 
 
+def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
+    """``label=path[:path]`` -> servers of that label run with PYTHONPATH=path (another
+    checkout, or extra packages): code variants measured side by side in one run."""
+    if not specs:
+        return {"": {}}
+    out = {}
+    for spec in specs:
+        label, _, path = spec.partition("=")
+        out[f"/{label}"] = {"PYTHONPATH": path} if path else {}
+    return out
+
+
 def _lower(env: dict[str, str]) -> dict[str, str]:
     return {k.removeprefix("CELREC_").lower(): v for k, v in env.items()}
 
@@ -395,6 +422,8 @@ def main() -> None:
     recs.add_argument("--users", type=int, default=20000)
     recs.add_argument("--items", type=int, default=100_000)
     recs.add_argument("--events-per-entity", type=int, default=3)
+    scores.add_argument("--variant", action="append", default=[],
+                        help="label=PYTHONPATH: also measure servers running that code")
     for p in (scores, recs):
         p.add_argument("--duration", type=float, default=10.0, help="measured s per run")
         p.add_argument("--repeats", type=int, default=3)
