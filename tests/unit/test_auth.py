@@ -123,3 +123,17 @@ def test_hash_key_prints_an_entry_the_settings_accept(capsys):
     assert entry == f"{hash_key('s3cret')}:events:write,admin"
     assert Keyring.parse(load_settings(api_keys=entry).api_keys).scopes_of("s3cret")
     assert hash_key_main("root", False, lambda: "x") == 2
+
+
+def test_redis_url_carries_password_and_tls_options_without_connecting():
+    import redis
+
+    from celrec.backends.redis import RedisStateStore
+
+    store = RedisStateStore("rediss://:s3cret@127.0.0.1:6390/2?ssl_ca_certs=/etc/ca.pem")
+    pool = store._client.connection_pool
+    assert pool.connection_class is redis.SSLConnection
+    assert pool.connection_kwargs["password"] == "s3cret"
+    assert pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+    assert pool.connection_kwargs["db"] == 2
+    store.close()
