@@ -2,22 +2,32 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# `make run` installs only what the service needs; `make test` adds the dev tools.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install system-deps run test test-unit test-integration lint bench clean
+.PHONY: install install-run system-deps run test test-unit test-integration lint clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
 
-install: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+install-run: $(RUN_STAMP)
+install: $(DEV_STAMP)
 
 # Java (for the test Kafka broker) and redis-server, from Debian packages where missing.
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-run: install
+run: install-run
 	$(BIN)/celrec run --demo
 
 test: install system-deps
