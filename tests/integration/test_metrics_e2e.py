@@ -165,9 +165,13 @@ def test_posting_events_moves_every_metric(stack, request):
     assert total(tr, "celrec_trainer_device_memory_allocated_bytes") > 0
     assert total(tr, "process_resident_memory_bytes") > 0
 
-    # the dashboard's data carries the trainer's summary and a history
+    # the dashboard's data carries the trainer's summary (written every 2 s) and a history
+    def summary_applied() -> int:
+        trainer = stack.client.get("/dashboard/data").json()["current"]["trainer"]
+        return trainer["events_applied"] if trainer else 0
+
+    wait_for(lambda: summary_applied() >= posted, 15, "the trainer summary did not catch up")
     data = stack.client.get("/dashboard/data").json()
-    assert data["current"]["trainer"]["events_applied"] >= posted
     assert set(data["current"]["trainer"]["online"]) == {"app", "web"}
     assert data["current"]["model"]["version"] >= 2
     assert data["current"]["largest_clusters"][0]["members"]
