@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10.0, help="stream before measuring")
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--trainer-threads", type=int, default=None,
+                        help="OMP_NUM_THREADS of the trainer process (default: torch's)")
+    parser.add_argument("--out", default="serving_freshness", help="results name")
     args = parser.parse_args()
 
     stream = [["POST", "/events", e] for e in covering(args.users, args.items, 4)]
@@ -128,7 +131,9 @@ def main() -> None:
                "CELREC_KAFKA_EVENTS_TOPIC": "bench-events",
                "CELREC_KAFKA_CONSUMER_GROUP": "bench-trainer",
                "CELREC_STATE_PREFIX": "bench-fresh"}
-        trainer = stack.enter_context(running(ServerProcess("train", env)))
+        threads = {} if args.trainer_threads is None else {
+            "OMP_NUM_THREADS": str(args.trainer_threads)}
+        trainer = stack.enter_context(running(ServerProcess("train", {**env, **threads})))
         server = stack.enter_context(running(ServerProcess("serve", env)))
         server.wait_ready(timeout_s=120)  # the trainer's first (empty) snapshot is loaded
         print("kafka, redis, trainer and service up; streaming", flush=True)
@@ -168,6 +173,7 @@ def main() -> None:
     d = direct["from_send_s"]
     table = "\n".join([
         "# Freshness under a steady event stream (Kafka + Redis, separate processes)", "",
+        f"Trainer torch threads: {args.trainer_threads or 'default'}. "
         f"Background stream: {args.rate:.0f} events/s offered, "
         f"{load.get('achieved_rps', float('nan')):.1f} accepted/s, POST p99 "
         f"{load.get('latency_ms', {}).get('p99', float('nan')):.1f} ms. Target: p50 <= 1 s.",
@@ -182,7 +188,7 @@ def main() -> None:
         f"{d.get('p99', float('nan')):.3f} | {d.get('max', float('nan')):.3f} |",
         "", f"Probes never seen within 10 s: {direct['never_seen']}. Direct values include up "
         f"to one poll interval ({args.poll_ms:.0f} ms) plus one /scores round trip.", ""])
-    write_results("serving_freshness", data, table)
+    write_results(args.out, data, table)
 
 
 if __name__ == "__main__":

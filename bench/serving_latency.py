@@ -282,6 +282,8 @@ def summary(runs: list[dict]) -> list[dict]:
                 "errors": sum(r["errors"] for r in group),
                 "server_cpu_ms_per_request": med(lambda r: r["server_cpu_ms_per_request"]),
                 "loadavg_1m": med(lambda r: r["loadavg_1m_before"]),
+                "generator_max_lag_ms": max(r["generator_max_lag_ms"] for r in group),
+                "service_p99_ms": med(lambda r: r["service_ms"]["p99"]),
             })
     return rows
 
@@ -307,14 +309,15 @@ def latency_table(title: str, rows: list[dict], target: str) -> str:
     lines = [f"# {title}", "", target, "",
              "| backend | offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms "
              "(median of repeats) | p99 ms each repeat | max ms | errors | server CPU ms/req "
-             "| load avg |",
-             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+             "| load avg | generator max lag ms | send-to-answer p99 ms |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['backend']} | {r['offered_rps']:.0f} | {r['achieved_rps']:.1f} | "
             f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | **{r['p99_ms']:.2f}** | "
             f"{', '.join(f'{v:.1f}' for v in r['p99_ms_each'])} | {r['max_ms']:.1f} | "
-            f"{r['errors']} | {r['server_cpu_ms_per_request']:.2f} | {r['loadavg_1m']:.1f} |")
+            f"{r['errors']} | {r['server_cpu_ms_per_request']:.2f} | {r['loadavg_1m']:.1f} | "
+            f"{r['generator_max_lag_ms']:.1f} | {r['service_p99_ms']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -363,7 +366,7 @@ def bench_scores(args: argparse.Namespace) -> None:
             "runs": runs, "environment": environment(),
             "settings": {"duration_s": args.duration, "warmup_s": 2.0, "repeats": args.repeats,
                          "users": args.users, "items": args.items}}
-    write_results("serving_scores", data, latency_table(
+    write_results(args.out, data, latency_table(
         "GET /scores with 100 candidates", rows, "Target: p99 <= 10 ms at 500 req/s."))
 
 
@@ -422,6 +425,7 @@ def main() -> None:
     recs.add_argument("--users", type=int, default=20000)
     recs.add_argument("--items", type=int, default=100_000)
     recs.add_argument("--events-per-entity", type=int, default=3)
+    scores.add_argument("--out", default="serving_scores", help="results name")
     scores.add_argument("--variant", action="append", default=[],
                         help="label=PYTHONPATH: also measure servers running that code")
     for p in (scores, recs):
