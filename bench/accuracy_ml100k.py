@@ -57,11 +57,12 @@ def run_celrec(data_dir: Path, fold: int, name: str, args: argparse.Namespace) -
 
 def run_surprise(data_dir: Path, fold: int, name: str) -> dict:
     from surprise import SVD, Dataset, KNNBaseline, Reader
+    from surprise.model_selection import PredefinedKFold
 
     reader = Reader("ml-100k")
     data = Dataset.load_from_folds(
         [(str(data_dir / f"u{fold}.base"), str(data_dir / f"u{fold}.test"))], reader)
-    train, test = next(iter(data.folds()))
+    train, test = next(iter(PredefinedKFold().split(data)))
     algo = SVD(random_state=0) if name == "surprise-svd" else KNNBaseline(verbose=False)
     algo.fit(train)
     counts: dict[str, int] = {}
