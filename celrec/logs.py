@@ -22,8 +22,9 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 # Attributes every LogRecord has; anything else came from ``extra=`` and is logged as a field.
+# uvicorn adds ``color_message`` (the message with ANSI colours): never a JSON field.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime",
-                                                                 "taskName"}
+                                                                 "taskName", "color_message"}
 _HANDLER_MARK = "_celrec_handler"
 
 

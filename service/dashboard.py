@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -215,8 +215,11 @@ class DashboardHistory:
                 "current": current}
 
 
+PAGE = Path(__file__).with_name("static") / "dashboard.html"
+
+
 def _page() -> str:
-    return resources.files("service").joinpath("static/dashboard.html").read_text("utf-8")
+    return PAGE.read_text("utf-8")
 
 
 def build_router(history: DashboardHistory) -> APIRouter:
