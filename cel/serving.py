@@ -384,6 +384,28 @@ class ServingModel:
         with self._lock:
             return self._nbytes()
 
+    def cluster_sizes(self, side: str) -> np.ndarray:
+        """Members per row of ``side`` (a copy)."""
+        with self._lock:
+            s = self._user if side == "user" else self._item
+            return s.counts[: s.rows].copy()
+
+    def largest_clusters(self, side: str, k: int, shown: int) -> list[tuple[int, int, list[str]]]:
+        """(row, size, a few member ids) of the ``k`` biggest rows of ``side``; item members
+        come most popular first. O(entities) per row listed: for dashboards, not requests."""
+        with self._lock:
+            s = self._user if side == "user" else self._item
+            counts = s.counts[: s.rows]
+            out = []
+            for row in np.argsort(-counts, kind="stable")[:k]:
+                if counts[row] <= 0:
+                    break
+                members = np.flatnonzero(s.assign[: s.n] == row)
+                if side == "item":
+                    members = members[np.argsort(-self._popularity[members], kind="stable")]
+                out.append((int(row), int(counts[row]), s.ids.external(members[:shown].tolist())))
+            return out
+
     # ----------------------------------------------------------------- deltas
 
     def apply_delta(self, header: DeltaHeader, arrays: Mapping[str, np.ndarray]) -> None:

@@ -15,7 +15,7 @@ from celrec.settings import Settings
 from schemas.events import Event
 from schemas.messages import encode_event
 from service.app import build_state, create_app
-from trainer.main import build_trainer, start_trainer_thread
+from trainer.main import build_trainer, start_metrics_server, start_trainer_thread
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,11 @@ def run_all_in_one(settings: Settings, demo: bool = False) -> int:
     trainer = build_trainer(settings, event_log, store)
     stop = threading.Event()
     threads = [start_trainer_thread(trainer, stop)]
+    try:
+        metrics_server = start_metrics_server(trainer)
+    except OSError as exc:  # a busy port must not stop the all-in-one run
+        log.warning("trainer metrics port unavailable: %s", exc)
+        metrics_server = None
     if demo:
         producer = event_log.producer()
 
@@ -42,11 +47,13 @@ def run_all_in_one(settings: Settings, demo: bool = False) -> int:
     app = create_app(build_state(settings, event_log, store))
     log.info("celrec on http://%s:%d (docs at /docs)", settings.host, settings.port)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port,
-                    log_level=settings.log_level.lower())
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                    access_log=False)
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=10)
+        if metrics_server is not None:
+            metrics_server.close()
         trainer.close()
     return 0

@@ -14,11 +14,13 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import BaseModel, Field
 
+from schemas.state import StateKeys
+
 STATS_TTL_S = 30.0
 
 
 def trainer_stats_key(prefix: str) -> str:
-    return f"{prefix}:trainer:stats"
+    return StateKeys(prefix).trainer_stats
 
 
 class OnlineScore(BaseModel):

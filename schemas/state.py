@@ -5,6 +5,7 @@ Keys (``{p}`` is the configured prefix, default ``celrec``):
 | key | value |
 |---|---|
 | ``{p}:trainer:progress`` | JSON :class:`schemas.api.TrainerProgress` of the last checkpoint |
+| ``{p}:trainer:stats`` | JSON summary the trainer shares with the dashboard (expires) |
 | ``{p}:trainer:state:{name}`` | one blob of the trainer's checkpoint (model state, dedup window) |
 | ``{p}:model:current`` | the current model version (ASCII integer), the pointer readers follow |
 | ``{p}:model:v{version}:meta`` | JSON metadata of that version |
@@ -87,6 +88,10 @@ class StateKeys:
     @property
     def trainer_progress(self) -> str:
         return f"{self.prefix}:trainer:progress"
+
+    @property
+    def trainer_stats(self) -> str:
+        return f"{self.prefix}:trainer:stats"
 
     def trainer_state(self, name: str) -> str:
         return f"{self.prefix}:trainer:state:{name}"

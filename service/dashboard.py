@@ -82,32 +82,9 @@ def cluster_size_histogram(counts: np.ndarray) -> list[dict[str, Any]]:
 
 def largest_clusters(model: ServingModel, side: str, k: int = LARGEST_CLUSTERS,
                      shown: int = MEMBERS_SHOWN) -> list[dict[str, Any]]:
-    """The ``k`` biggest clusters of ``side`` with a few member ids (items: most popular).
-
-    ServingModel has no public member listing for users, so this reads its per-side arrays
-    under the model's lock (O(entities) per cluster, for 8 clusters every refresh)."""
-    with model._lock:
-        s = model._user if side == "user" else model._item
-        counts = s.counts[: s.rows]
-        order = np.argsort(-counts, kind="stable")[:k]
-        assign = s.assign[: s.n]
-        out = []
-        for row in order:
-            if counts[row] <= 0:
-                break
-            members = np.flatnonzero(assign == row)
-            if side == "item":
-                popularity = model._popularity[members]
-                members = members[np.argsort(-popularity, kind="stable")]
-            out.append({"side": side, "cluster": int(row), "size": int(counts[row]),
-                        "members": s.ids.external(members[:shown].tolist())})
-        return out
-
-
-def _side_counts(model: ServingModel, side: str) -> np.ndarray:
-    with model._lock:
-        s = model._user if side == "user" else model._item
-        return s.counts[: s.rows].copy()
+    """The ``k`` biggest clusters of ``side`` with a few member ids (items: most popular)."""
+    return [{"side": side, "cluster": row, "size": size, "members": members}
+            for row, size, members in model.largest_clusters(side, k, shown)]
 
 
 class DashboardHistory:
@@ -209,7 +186,7 @@ class DashboardHistory:
                           for s, v in info.sides.items()},
             }
             for side in ("user", "item"):
-                current["cluster_sizes"][side] = cluster_size_histogram(_side_counts(model, side))
+                current["cluster_sizes"][side] = cluster_size_histogram(model.cluster_sizes(side))
                 current["largest_clusters"] += largest_clusters(model, side)
         return {"now": time.time(), "interval_s": self.interval_s, "history": history,
                 "current": current}

@@ -86,8 +86,13 @@ def build_router(state: ServiceState) -> APIRouter:
         },
     )
     async def post_events(request: Request) -> IngestResponse:
-        body = await _read_body(request, settings.ingest_max_body_bytes)
-        events = [e.completed() for e in _parse_events(body, settings.ingest_max_batch)]
+        try:
+            body = await _read_body(request, settings.ingest_max_body_bytes)
+            parsed = _parse_events(body, settings.ingest_max_batch)
+        except ApiError as exc:  # counted per request: an unreadable body has no event count
+            state.metrics_rejected(1, reason=exc.body.error)
+            raise
+        events = [e.completed() for e in parsed]
         accepted_at = time.time()
         messages = [encode_event(e, accepted_at) for e in events]
         try:

@@ -13,5 +13,7 @@ from service.app import build_state, create_app
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level)
     app = create_app(build_state(settings, make_event_log(settings), make_state_store(settings)))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    # Our JSON logs carry one line per request; uvicorn's own text logging stays off.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                access_log=False)
     return 0

@@ -25,8 +25,9 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.events_rejected = Counter(
-            "celrec_events_rejected", "Events refused at ingestion", ["reason"],
-            registry=self.registry,
+            "celrec_events_rejected",
+            "Events refused at ingestion by reason (an unreadable request counts once)",
+            ["reason"], registry=self.registry,
         )
         self.freshness = Histogram(
             "celrec_freshness_seconds",
