@@ -43,6 +43,8 @@ class DUPNConfig:
     item_encoding: int = 32
     head_hidden: tuple[int, ...] = (64, 64)
     price_levels: int = 7
+    num_categories: int = 0  # > 0: the item part also has a (plain) category embedding
+    category_dim: int = 16
     init_std: float = 0.1
 
     def __post_init__(self) -> None:
@@ -58,6 +60,7 @@ class Sequence(NamedTuple):
     scenarios: torch.Tensor
     gaps: torch.Tensor  # time-gap bucket ids (see ``gap_buckets``)
     mask: torch.Tensor
+    categories: torch.Tensor | None = None  # item categories, when the model has them
 
 
 def gap_buckets(seconds: torch.Tensor, buckets: int) -> torch.Tensor:
@@ -136,11 +139,14 @@ class DUPN(nn.Module):
         self.scenario = nn.Embedding(cfg.scenarios, pd)
         self.time_gap = nn.Embedding(cfg.time_buckets, pd)
         self.context = nn.ModuleList(nn.Embedding(c, pd) for c in cfg.context_cardinalities)
-        self.lstm = PropertyGatedLSTM(cfg.item_dim, 3 * pd, cfg.hidden)
+        self.category = (nn.Embedding(cfg.num_categories, cfg.category_dim)
+                         if cfg.num_categories > 0 else None)
+        item_part = cfg.item_dim + (cfg.category_dim if self.category is not None else 0)
+        self.lstm = PropertyGatedLSTM(item_part, 3 * pd, cfg.hidden)
         context_dim = len(cfg.context_cardinalities) * pd
         self.attention = _mlp([cfg.hidden + 3 * pd + context_dim, *cfg.attention_hidden, 1])
         self.rep_dim = cfg.hidden + (cfg.item_dim if self.user_table is not None else 0)
-        self.item_encoder = nn.Linear(cfg.item_dim, cfg.item_encoding)
+        self.item_encoder = nn.Linear(item_part, cfg.item_encoding)
         head_in = self.rep_dim + cfg.item_encoding
         self.ctr_head = _mlp([head_in, *cfg.head_hidden, 1])
         self.cvr_head = _mlp([head_in, *cfg.head_hidden, 1])
@@ -153,6 +159,15 @@ class DUPN(nn.Module):
             return ClusteredEmbedding(n, cfg.item_dim, clusters, cfg.init_std, device=device)
         return FullEmbedding(n, cfg.item_dim, cfg.init_std, device)
 
+    def item_part(self, items: torch.Tensor, categories: torch.Tensor | None) -> torch.Tensor:
+        """The item's row of the (CEL) item table, with its category embedding if any."""
+        rows = self.item_table(items)
+        if self.category is None:
+            return rows
+        if categories is None:
+            raise ValueError("this DUPN has item categories: pass them")
+        return torch.cat([rows, self.category(categories)], dim=-1)
+
     def properties(self, seq: Sequence) -> torch.Tensor:
         return torch.cat([self.behaviour(seq.behaviours), self.scenario(seq.scenarios),
                           self.time_gap(seq.gaps)], dim=-1)
@@ -163,7 +178,7 @@ class DUPN(nn.Module):
                             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, rep_dim); once per request. An empty sequence pools to zeros (still valid)."""
         props = self.properties(seq)
-        states, _ = self.lstm(self.item_table(seq.items), props, seq.mask)
+        states, _ = self.lstm(self.item_part(seq.items, seq.categories), props, seq.mask)
         parts = [states, props]
         if self.context:
             ctx = torch.cat([t(context[:, k]) for k, t in enumerate(self.context)], dim=1)
@@ -178,9 +193,10 @@ class DUPN(nn.Module):
             rep = torch.cat([pooled, self.user_table(users)], dim=1)
         return (rep, weights) if return_attention else rep
 
-    def score_candidates(self, rep: torch.Tensor, items: torch.Tensor) -> TaskLogits:
+    def score_candidates(self, rep: torch.Tensor, items: torch.Tensor,
+                         categories: torch.Tensor | None = None) -> TaskLogits:
         """``rep`` (B, R), ``items`` (B, C) -> per-candidate logits; the shallow part only."""
-        enc = self.item_encoder(self.item_table(items))  # (B, C, E)
+        enc = self.item_encoder(self.item_part(items, categories))  # (B, C, E)
         joint = torch.cat([rep.unsqueeze(1).expand(-1, items.shape[1], -1), enc], dim=-1)
         return TaskLogits(self.ctr_head(joint).squeeze(-1), self.cvr_head(joint).squeeze(-1))
 
@@ -188,10 +204,12 @@ class DUPN(nn.Module):
         return self.price_head(rep)
 
     def forward(self, seq: Sequence, items: torch.Tensor, users: torch.Tensor | None = None,
-                context: torch.Tensor | None = None) -> tuple[TaskLogits, torch.Tensor]:
+                context: torch.Tensor | None = None, categories: torch.Tensor | None = None
+                ) -> tuple[TaskLogits, torch.Tensor]:
         """One candidate per example: (TaskLogits of shape (B,), price logits (B, P))."""
         rep = self.user_representation(seq, users, context)
-        out = self.score_candidates(rep, items.unsqueeze(1))
+        cats = None if categories is None else categories.unsqueeze(1)
+        out = self.score_candidates(rep, items.unsqueeze(1), cats)
         return TaskLogits(out.ctr.squeeze(1), out.cvr.squeeze(1)), self.price_logits(rep)
 
     @staticmethod

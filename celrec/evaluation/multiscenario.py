@@ -1,0 +1,301 @@
+"""Multi-scenario CTR evaluation: SAML vs one shared DeepFM vs separate per-scenario DeepFMs.
+
+All three sit on the same kind of tables (CEL with GPCA splits from ``GradientSplitter``, or
+full), train with the same optimiser, batch size and epochs, and keep the epoch with the best
+AUC on a validation part of the training data (the small scenario's separate model would
+otherwise overfit, which would flatter SAML). AUC is reported per scenario and overall.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from cel.build import make_recommender
+from cel.grad_split import GradientSplitter, reassign_by_loss
+from cel.interactions import Interactions
+from cel.metrics import auc
+from cel.recommender import Recommender
+from cel.saml import SAML, SAMLConfig
+from cel.tables import ClusteredEmbedding
+
+MS_METHODS = ("saml", "shared", "separate")
+
+
+@dataclass
+class MSData:
+    """Samples of a multi-scenario CTR set; ``context`` are extra categorical fields."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    scenarios: torch.Tensor
+    labels: torch.Tensor
+    context: torch.Tensor | None = None  # (n, F)
+    history: torch.Tensor | None = None  # (n, L) item ids
+    history_mask: torch.Tensor | None = None  # (n, L) True at real steps
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def subset(self, index: torch.Tensor | slice) -> MSData:
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[index]
+
+        return MSData(self.users[index], self.items[index], self.scenarios[index],
+                      self.labels[index], pick(self.context), pick(self.history),
+                      pick(self.history_mask))
+
+
+@dataclass
+class MSTask:
+    train: MSData
+    test: MSData
+    num_users: int
+    num_items: int
+    num_scenarios: int
+    context_cardinalities: tuple[int, ...] = ()
+
+
+@dataclass
+class MSSpec:
+    table: str = "cel"  # "cel" or "full"
+    dim: int = 16
+    clusters: int = 64
+    hidden: tuple[int, ...] = (64, 32)
+    epochs: int = 8
+    batch_size: int = 512
+    lr: float = 0.003
+    split_every: int = 5
+    reassign_window: int = 8192  # samples scored per side after each epoch (0: no reassign)
+    valid_fraction: float = 0.1
+    seed: int = 0
+    max_branches: int = 8
+    extra: dict = field(default_factory=dict)
+
+
+class _Fitted:
+    """A model behind one interface: ``loss(batch)``, ``predict(batch)``, its tables."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def loss(self, b: MSData) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_losses(self, b: MSData) -> torch.Tensor:
+        raise NotImplementedError
+
+    def tables(self) -> dict[str, ClusteredEmbedding]:
+        raise NotImplementedError
+
+    def predict(self, b: MSData) -> torch.Tensor:
+        raise NotImplementedError
+
+    def splitters(self, optimizer: torch.optim.Optimizer, every: int) -> list[GradientSplitter]:
+        raise NotImplementedError
+
+
+class _SAMLFit(_Fitted):
+    def _out(self, b: MSData):
+        return self.module(b.users, b.items, b.scenarios, b.context, b.history, b.history_mask)
+
+    def loss(self, b: MSData) -> torch.Tensor:
+        return self.module.loss(self._out(b), b.labels)
+
+    def sample_losses(self, b: MSData) -> torch.Tensor:
+        out = self._out(b)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        return (bce(out.logit, b.labels, reduction="none")
+                + self.module.config.aux_weight * bce(out.aux_logit, b.labels, reduction="none"))
+
+    def tables(self) -> dict[str, ClusteredEmbedding]:
+        return self.module.clustered_tables()
+
+    @torch.no_grad()
+    def predict(self, b: MSData) -> torch.Tensor:
+        return torch.sigmoid(self._out(b).logit)
+
+    def splitters(self, optimizer: torch.optim.Optimizer, every: int) -> list[GradientSplitter]:
+        model: SAML = self.module
+        return [GradientSplitter(t, every, optimizer,
+                                 lambda p, c, s=side: model.on_split(s, p, c))
+                for side, t in model.clustered_tables().items()]
+
+
+class _DeepFMFit(_Fitted):
+    """``cel.models.DeepFM`` on a Recommender; ``scenario_field`` adds the scenario as a field."""
+
+    def __init__(self, module: Recommender, scenario_field: bool) -> None:
+        super().__init__(module)
+        self.scenario_field = scenario_field
+
+    def _interactions(self, b: MSData) -> Interactions:
+        fields = [b.scenarios.unsqueeze(1)] if self.scenario_field else []
+        if b.context is not None:
+            fields.append(b.context)
+        ctx = torch.cat(fields, dim=1) if fields else None
+        return Interactions(b.users, b.items, b.labels, ctx)
+
+    def loss(self, b: MSData) -> torch.Tensor:
+        return self.sample_losses(b).mean()
+
+    def sample_losses(self, b: MSData) -> torch.Tensor:
+        x = self._interactions(b)
+        return self.module.loss(self.module.score(x), x.labels)
+
+    def tables(self) -> dict[str, ClusteredEmbedding]:
+        return {s: self.module.table(s) for s in self.module.clustered_sides()}
+
+    @torch.no_grad()
+    def predict(self, b: MSData) -> torch.Tensor:
+        return torch.sigmoid(self.module.score(self._interactions(b)))
+
+    def splitters(self, optimizer: torch.optim.Optimizer, every: int) -> list[GradientSplitter]:
+        return [GradientSplitter(self.module.table(s), every, optimizer)
+                for s in self.module.clustered_sides()]
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-3), 1 - 1e-3)
+    return math.log(p / (1 - p))
+
+
+def build_saml(task: MSTask, spec: MSSpec) -> _SAMLFit:
+    torch.manual_seed(spec.seed)
+    cfg = SAMLConfig(num_users=task.num_users, num_items=task.num_items, dim=spec.dim,
+                     user_clusters=spec.clusters, item_clusters=spec.clusters, table=spec.table,
+                     num_scenarios=min(task.num_scenarios, spec.max_branches),
+                     max_branches=max(spec.max_branches, 1), hidden=spec.hidden,
+                     context_cardinalities=task.context_cardinalities,
+                     use_history=task.train.history is not None)
+    model = SAML(cfg)
+    start = _logit(float(task.train.labels.mean()))
+    with torch.no_grad():
+        model.aux_head.bias.fill_(start)
+        for branch in model.branches:
+            branch.head.bias.fill_(start)
+    return _SAMLFit(model)
+
+
+def build_deepfm(task: MSTask, spec: MSSpec, scenario_field: bool,
+                 labels: torch.Tensor) -> _DeepFMFit:
+    cards = ((task.num_scenarios,) if scenario_field else ()) + task.context_cardinalities
+    rec = make_recommender(spec.table, task.num_users, task.num_items, "deepfm", spec.dim,
+                           "both", spec.clusters, "binary", "cpu", cards, seed=spec.seed)
+    with torch.no_grad():
+        rec.model.global_bias.fill_(_logit(float(labels.mean())) if len(labels) else 0.0)
+    return _DeepFMFit(rec, scenario_field)
+
+
+def _snapshot(module: torch.nn.Module) -> tuple[dict, dict]:
+    tables = {n: m.num_active for n, m in module.named_modules()
+              if isinstance(m, ClusteredEmbedding)}
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}, tables
+
+
+def _restore(module: torch.nn.Module, snap: tuple[dict, dict]) -> None:
+    state, tables = snap
+    module.load_state_dict(state)
+    for n, m in module.named_modules():
+        if n in tables:
+            m.num_active = tables[n]
+
+
+def predict_all(fitted: _Fitted, data: MSData, chunk: int = 8192) -> torch.Tensor:
+    if len(data) == 0:
+        return torch.empty(0)
+    return torch.cat([fitted.predict(data.subset(slice(s, s + chunk)))
+                      for s in range(0, len(data), chunk)])
+
+
+def fit(fitted: _Fitted, train: MSData, spec: MSSpec) -> dict:
+    """Train ``spec.epochs`` epochs, keep the epoch with the best validation AUC."""
+    gen = torch.Generator().manual_seed(spec.seed)
+    perm = torch.randperm(len(train), generator=gen)
+    n_valid = int(len(train) * spec.valid_fraction) if len(train) >= 20 else 0
+    valid, learn = train.subset(perm[:n_valid]), train.subset(perm[n_valid:])
+    optimizer = torch.optim.Adam(fitted.module.parameters(), lr=spec.lr)
+    splitters = fitted.splitters(optimizer, spec.split_every)
+    best, best_auc, curve = None, -1.0, []
+    try:
+        for _ in range(spec.epochs):
+            fitted.module.train()
+            order = torch.randperm(len(learn), generator=gen)
+            for start in range(0, len(learn), spec.batch_size):
+                batch = learn.subset(order[start:start + spec.batch_size])
+                optimizer.zero_grad(set_to_none=True)
+                fitted.loss(batch).backward()
+                optimizer.step()
+                for s in splitters:
+                    s.step()
+            fitted.module.eval()
+            reassign(fitted, learn, spec, gen)
+            if n_valid:
+                value = auc(predict_all(fitted, valid), valid.labels)
+                value = -1.0 if value is None else value
+                curve.append(value)
+                if value > best_auc:
+                    best_auc, best = value, _snapshot(fitted.module)
+    finally:
+        for s in splitters:
+            s.close()
+    if best is not None:
+        _restore(fitted.module, best)
+    return {"valid_auc": curve, "best_epoch": curve.index(max(curve)) + 1 if curve else None}
+
+
+def reassign(fitted: _Fitted, data: MSData, spec: MSSpec, gen: torch.Generator) -> int:
+    """Loss-based reassignment of the entities in a random window of the training data."""
+    if spec.reassign_window <= 0 or len(data) == 0:
+        return 0
+    window = data.subset(torch.randperm(len(data), generator=gen)[:spec.reassign_window])
+    moved = 0
+    with torch.no_grad():
+        for side, table in fitted.tables().items():
+            ids = window.users if side == "user" else window.items
+            moved += reassign_by_loss(table, ids, lambda: fitted.sample_losses(window),
+                                      generator=gen)
+    return moved
+
+
+def per_scenario(pred: torch.Tensor, data: MSData, num_scenarios: int) -> dict:
+    out = {"all": {"n": len(data), "auc": auc(pred, data.labels)}}
+    for k in range(num_scenarios):
+        mask = data.scenarios == k
+        out[str(k)] = {"n": int(mask.sum()), "auc": auc(pred[mask], data.labels[mask])}
+    return out
+
+
+def run_method(method: str, task: MSTask, spec: MSSpec) -> dict:
+    if method == "saml":
+        fitted = build_saml(task, spec)
+        info = fit(fitted, task.train, spec)
+        pred = predict_all(fitted, task.test)
+        memory = fitted.module.memory_bytes()
+    elif method == "shared":
+        fitted = build_deepfm(task, spec, True, task.train.labels)
+        info = fit(fitted, task.train, spec)
+        pred = predict_all(fitted, task.test)
+        memory = fitted.module.memory_bytes()
+    elif method == "separate":
+        pred = torch.zeros(len(task.test))
+        info, memory = {}, 0
+        for k in range(task.num_scenarios):
+            tr = task.train.subset(task.train.scenarios == k)
+            te_mask = task.test.scenarios == k
+            spec_k = replace(spec, seed=spec.seed + k)
+            fitted = build_deepfm(task, spec_k, False, tr.labels)
+            info[str(k)] = fit(fitted, tr, spec_k)
+            pred[te_mask] = predict_all(fitted, task.test.subset(te_mask))
+            memory += fitted.module.memory_bytes()
+    else:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(MS_METHODS)}")
+    return {"method": method, "scenarios": per_scenario(pred, task.test, task.num_scenarios),
+            "memory_bytes": int(memory), "training": info}
+
+
+def evaluate_multiscenario(task: MSTask, spec: MSSpec,
+                           methods: tuple[str, ...] = MS_METHODS) -> list[dict]:
+    return [run_method(m, task, spec) for m in methods]
