@@ -193,10 +193,10 @@ class _KafkaProducer(EventProducer):
         producer = self._client()
         try:
             futures = [producer.send(topic, value=value, key=key) for key, value in messages]
-            producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+            # Wait for this request's own acks only: flush() would also wait for every
+            # concurrent request's messages, serialising small posts behind each other.
             for future in futures:
-                # flush() returned, so each future is done; get() raises its failure.
-                future.get(timeout=0)
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
         except KafkaError as exc:
             # Unacknowledged messages may still be delivered later (the client retries
             # until delivery_timeout_ms); event ids make such duplicates harmless.
