@@ -11,7 +11,7 @@ import base64
 import json
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.events import Event
 
@@ -33,7 +33,8 @@ class EventEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: int
-    accepted_at: float
+    # finite: a NaN or inf acceptance time would poison the freshness statistics
+    accepted_at: float = Field(allow_inf_nan=False)
     event: Event
 
 
@@ -65,6 +66,8 @@ def decode_event(value: bytes | None) -> EventEnvelope:
         raise MessageDecodeError(f"not UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:
         raise MessageDecodeError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise MessageDecodeError("JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise MessageDecodeError(f"expected a JSON object, got {type(body).__name__}")
     version = body.get("schema")

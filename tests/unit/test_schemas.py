@@ -128,3 +128,17 @@ def test_state_keys_share_the_prefix():
              keys.model_array(3, "items"), keys.user_seen("u"), keys.trainer_state("x")]
     assert all(name.startswith("p1:") for name in names)
     assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"[" * 60_000, "nested too deeply"),
+        (b'{"schema": 1, "accepted_at": NaN, "event": {}}', "accepted_at"),
+        (b'{"schema": 1, "accepted_at": Infinity, "event": {}}', "accepted_at"),
+    ],
+)
+def test_pathological_messages_are_refused_with_reason(payload, reason):
+    with pytest.raises(MessageDecodeError) as info:
+        decode_event(payload)
+    assert reason in info.value.reason
