@@ -9,9 +9,10 @@ Layout (our reconstruction of the ICDM-W 2020 abstract, see docs/saml-dupn.md):
   values are the global embeddings of the history items in both;
 - auxiliary network: an MLP on the global representation with its own log loss on every
   sample; hidden layer l of it is an input of layer l + 1 of every branch;
-- branches: one MLP per scenario on that scenario's representation. Every sample runs
-  through every branch, but a branch only learns from its own scenario's samples: the
-  others see a detached copy of its states (stop-gradient);
+- branches: one MLP per scenario on [global representation, that scenario's
+  representation] (scenario rows start at zero, so a starved scenario starts global).
+  Every sample runs through every branch, but a branch only learns from its own
+  scenario's samples: the others see a detached copy of its states (stop-gradient);
 - mutual unit: cosine similarity (plus a learned per-pair bias) between the sample's own
   branch state and each other branch, softmax over the others, a sigmoid gate on
   [own, mix], and ``own + gate * mix`` goes into the own branch's output layer.
@@ -46,6 +47,7 @@ class SAMLConfig:
     use_history: bool = True
     aux_weight: float = 1.0
     init_std: float = 0.1
+    scenario_init_std: float = 0.0  # scenario rows start at zero: no deviation yet
 
     def __post_init__(self) -> None:
         if self.table not in ("cel", "full"):
@@ -133,8 +135,10 @@ class SAML(nn.Module):
         self.config = cfg = config
         self.user_table = self._table(cfg.num_users, cfg.user_clusters, device)
         self.item_table = self._table(cfg.num_items, cfg.item_clusters, device)
-        self.user_scenario = ScenarioTable(self.user_table, cfg.max_branches, cfg.init_std)
-        self.item_scenario = ScenarioTable(self.item_table, cfg.max_branches, cfg.init_std)
+        self.user_scenario = ScenarioTable(self.user_table, cfg.max_branches,
+                                           cfg.scenario_init_std)
+        self.item_scenario = ScenarioTable(self.item_table, cfg.max_branches,
+                                           cfg.scenario_init_std)
         self.context = nn.ModuleList(nn.Embedding(c, cfg.dim) for c in cfg.context_cardinalities)
         for table in self.context:
             nn.init.normal_(table.weight, std=cfg.init_std)
@@ -145,7 +149,8 @@ class SAML(nn.Module):
         self.aux_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:],
                                                                           strict=True))
         self.aux_head = nn.Linear(cfg.hidden[-1], 1)
-        self.branches = nn.ModuleList(Branch(rep_dim, cfg.hidden, cfg.dim, cfg.max_branches)
+        # a branch reads [global representation, its scenario representation]
+        self.branches = nn.ModuleList(Branch(2 * rep_dim, cfg.hidden, cfg.dim, cfg.max_branches)
                                       for _ in range(cfg.max_branches))
         self.num_branches = cfg.num_scenarios
         # external scenario id -> branch slot (-1: none); grows with add_scenario
@@ -220,7 +225,8 @@ class SAML(nn.Module):
             # parameters get no gradient at all (a zero gradient would still move Adam)
             with torch.set_grad_enabled(torch.is_grad_enabled() and bool(own.any())):
                 state = self._branch_state(k, users, items, ctx, history, history_mask,
-                                           keys if use_history else None, aux_states)
+                                           keys if use_history else None, global_rep,
+                                           aux_states)
             if state.requires_grad:
                 state = torch.where(own.unsqueeze(1), state, state.detach())  # stop-gradient
             states.append(state)
@@ -232,10 +238,11 @@ class SAML(nn.Module):
     def _branch_state(self, k: int, users: torch.Tensor, items: torch.Tensor,
                       ctx: list[torch.Tensor], history: torch.Tensor | None,
                       history_mask: torch.Tensor | None, keys: torch.Tensor | None,
-                      aux_states: list[torch.Tensor]) -> torch.Tensor:
+                      global_rep: torch.Tensor, aux_states: list[torch.Tensor]
+                      ) -> torch.Tensor:
         branch = self.branches[k]
         si = self.item_scenario.lookup(k, items)
-        parts = [self.user_scenario.lookup(k, users), si, *ctx]
+        parts = [global_rep, self.user_scenario.lookup(k, users), si, *ctx]
         if keys is not None:
             skeys = self.item_scenario.lookup(k, history)
             parts.append(self._attend(si, skeys, keys, branch.query, history_mask))

@@ -18,12 +18,15 @@ from celrec.evaluation.runner import ALL_METHODS, MethodUnavailable, RunSpec, ev
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="celrec eval", description=__doc__)
     p.add_argument("--data", help="dataset file (random and stream protocols)")
-    p.add_argument("--format", default="movielens", choices=FORMATS)
+    p.add_argument("--format", default="movielens", choices=FORMATS + ("sasrec",),
+                   help="sasrec: 'user item' lines in per-user order (--model dupn only)")
     p.add_argument("--protocol", default="random", choices=PROTOCOLS)
     p.add_argument("--train", help="predefined training file (e.g. u1.base)")
     p.add_argument("--test", help="predefined test file (e.g. u1.test)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="mf", choices=MODELS)
+    p.add_argument("--model", default="mf", choices=MODELS + ("saml", "dupn"),
+                   help="saml: multi-scenario (CSV scenario column); dupn: sequences, stream "
+                        "protocol; with these --methods picks the tables (full, cel)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--methods", default="full,hash,cel",
                    help=f"comma-separated, from {','.join(ALL_METHODS)}")
@@ -95,6 +98,8 @@ def main(argv: list[str]) -> int:
         print(f"celrec eval: unknown method(s) {unknown}; choose from {ALL_METHODS}",
               file=sys.stderr)
         return 2
+    if args.model in ("saml", "dupn"):
+        return _sequence_or_scenario_model(args)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          reg=args.reg, reassign_epochs=args.reassign_epochs,
                          split_choice=args.split_choice, personal_epochs=args.personal_epochs,
@@ -128,4 +133,19 @@ def main(argv: list[str]) -> int:
         print(json.dumps(report))
     else:
         print(format_table(report))
+    return 0
+
+
+def _sequence_or_scenario_model(args: argparse.Namespace) -> int:
+    """``--model saml`` / ``--model dupn``: their own runners, the same report shape."""
+    if args.model == "saml":
+        from celrec.evaluation.multiscenario import cli_report
+    else:
+        from celrec.evaluation.sequences import cli_report
+    try:
+        report = cli_report(args)
+    except (DatasetError, ValueError) as exc:
+        print(f"celrec eval: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else format_table(report))
     return 0

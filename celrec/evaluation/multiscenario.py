@@ -9,17 +9,19 @@ otherwise overfit, which would flatter SAML). AUC is reported per scenario and o
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from cel.build import make_recommender
+from cel.build import full_bytes, make_recommender
 from cel.grad_split import GradientSplitter, reassign_by_loss
 from cel.interactions import Interactions
 from cel.metrics import auc
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
 from cel.tables import ClusteredEmbedding
+from celrec.evaluation.runner import _result
 
 MS_METHODS = ("saml", "shared", "separate")
 
@@ -299,3 +301,71 @@ def run_method(method: str, task: MSTask, spec: MSSpec) -> dict:
 def evaluate_multiscenario(task: MSTask, spec: MSSpec,
                            methods: tuple[str, ...] = MS_METHODS) -> list[dict]:
     return [run_method(m, task, spec) for m in methods]
+
+
+def stream(fitted: _Fitted, data: MSData, spec: MSSpec) -> torch.Tensor:
+    """Progressive validation in file/time order: predict a batch, then learn from it."""
+    optimizer = torch.optim.Adam(fitted.module.parameters(), lr=spec.lr)
+    splitters = fitted.splitters(optimizer, spec.split_every)
+    preds = []
+    try:
+        for start in range(0, len(data), spec.batch_size):
+            batch = data.subset(slice(start, start + spec.batch_size))
+            preds.append(fitted.predict(batch))
+            optimizer.zero_grad(set_to_none=True)
+            fitted.loss(batch).backward()
+            optimizer.step()
+            for s in splitters:
+                s.step()
+    finally:
+        for s in splitters:
+            s.close()
+    return torch.cat(preds) if preds else torch.empty(0)
+
+
+def cli_report(args) -> dict:
+    """``celrec eval --model saml``: the scenario is the CSV's ``scenario`` column (else one)."""
+    from celrec.evaluation.protocols import prepare
+
+    prep = prepare(args.data, args.format, args.protocol, args.seed, args.train, args.test,
+                   args.negatives)
+    if prep.task != "binary":
+        raise ValueError("--model saml needs binary labels (clicks)")
+
+    def convert(x: Interactions) -> MSData:
+        scen = x.context[:, 0] if x.context is not None else torch.zeros_like(x.users)
+        return MSData(x.users, x.items, scen, x.labels)
+
+    scenarios = prep.context_cardinalities[0] if prep.context_cardinalities else 1
+    task = MSTask(convert(prep.train), convert(prep.test), prep.num_users, prep.num_items,
+                  scenarios)
+    results = []
+    for table in args.methods.split(","):
+        if table not in ("full", "cel"):
+            raise ValueError(f"--model saml supports --methods full,cel, not {table!r}")
+        spec = MSSpec(table=table, dim=args.dim, clusters=args.clusters, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      max_branches=max(scenarios, 1))
+        fitted = build_saml(task, spec)
+        clock = time.perf_counter()
+        if args.protocol == "stream":
+            pred, data = stream(fitted, task.test, spec), task.test
+            events = len(data)
+        else:
+            fit(fitted, task.train, spec)
+            pred, data, events = predict_all(fitted, task.test), task.test, len(task.train)
+            events *= spec.epochs
+        seconds = time.perf_counter() - clock
+        train_users = task.train.users if len(task.train) else task.test.users[:0]
+        train_items = task.train.items if len(task.train) else task.test.items[:0]
+        u_counts = torch.bincount(train_users, minlength=prep.num_users)[data.users]
+        i_counts = torch.bincount(train_items, minlength=prep.num_items)[data.items]
+        full = full_bytes(prep.num_users, prep.num_items, spec.dim, "both")
+        result = _result(table, pred, Interactions(data.users, data.items, data.labels),
+                         "binary", u_counts, i_counts, fitted.module.memory_bytes(), full,
+                         events, seconds, [], [])
+        result["scenarios"] = per_scenario(pred, data, scenarios)
+        results.append(result)
+    return {"dataset": args.data or f"{args.train} | {args.test}", "protocol": args.protocol,
+            "task": "binary", "model": "saml", "side": "both", "clusters": args.clusters,
+            "dim": args.dim, "results": results}

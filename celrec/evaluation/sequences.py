@@ -23,7 +23,7 @@ from cel.build import full_bytes, make_recommender
 from cel.dupn import DUPN, DUPNConfig, Sequence, gap_buckets
 from cel.grad_split import GradientSplitter, reassign_by_loss
 from cel.interactions import Interactions
-from cel.metrics import auc
+from cel.metrics import auc, bucketed, logloss
 from celrec.evaluation.datasets import DatasetError
 
 SEQUENCE_FORMATS = ("userbehavior", "sasrec", "csv")
@@ -336,12 +336,19 @@ def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
     splitters = [GradientSplitter(t, spec.split_every, optimizer) for t in run.tables().values()]
     reassign_gen = torch.Generator().manual_seed(spec.seed + 1)
     preds, cvr_preds, labels, buys = [], [], [], []
+    user_seen = torch.zeros(log.num_users, dtype=torch.long)
+    item_seen = torch.zeros(log.num_items, dtype=torch.long)
+    u_counts, i_counts = [], []
     recent: list[_Batch] = []
     seconds, steps = 0.0, 0
     try:
         for start in range(0, n, spec.batch_events):
             batch = _expand(log, hist, np.arange(start, min(start + spec.batch_events, n)),
                             spec.negatives, gen)
+            u_counts.append(user_seen[batch.users])
+            i_counts.append(item_seen[batch.items])
+            user_seen += torch.bincount(batch.users[batch.click > 0.5], minlength=log.num_users)
+            item_seen += torch.bincount(batch.items[batch.click > 0.5], minlength=log.num_items)
             clock = time.perf_counter()
             p, c = run.predict(batch)
             preds.append(p)
@@ -364,10 +371,14 @@ def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
         for s in splitters:
             s.close()
     pred, label = torch.cat(preds), torch.cat(labels)
-    result = {"method": run.name, "auc": auc(pred, label), "events": n,
+    memory = run.memory_bytes()
+    full = full_bytes(log.num_users, log.num_items, spec.dim + 1, "both")
+    result = {"method": run.name, "rmse": None, "mse": None, "auc": auc(pred, label),
+              "logloss": logloss(pred, label), "events": n,
               "samples": len(label), "events_per_s": n / seconds if seconds else None,
-              "memory_bytes": run.memory_bytes(),
-              "full_bytes": full_bytes(log.num_users, log.num_items, spec.dim + 1, "both"),
+              "memory_bytes": memory, "compression_ratio": full / memory,
+              "buckets": {"item": bucketed(pred, label, torch.cat(i_counts), "binary"),
+                          "user": bucketed(pred, label, torch.cat(u_counts), "binary")},
               "purchase_auc": None}
     if cvr_preds:
         result["purchase_auc"] = auc(torch.cat(cvr_preds), torch.cat(buys))
@@ -388,3 +399,23 @@ def _reassign(run: _DUPNRun | _DeepFMRun, recent: list[_Batch], gen: torch.Gener
         for side, table in run.tables().items():
             ids = window.users if side == "user" else window.items
             reassign_by_loss(table, ids, lambda: run.losses(window), generator=gen)
+
+
+def cli_report(args) -> dict:
+    """``celrec eval --model dupn``: the stream protocol on a sequence format, per table kind."""
+    if args.protocol != "stream":
+        raise ValueError("--model dupn needs --protocol stream (next-event prediction)")
+    if not args.data:
+        raise ValueError("--model dupn needs --data")
+    log = load_events(args.data, args.format)
+    results = []
+    for table in args.methods.split(","):
+        if table not in ("full", "cel"):
+            raise ValueError(f"--model dupn supports --methods full,cel, not {table!r}")
+        spec = SeqSpec(table=table, dim=args.dim, clusters=args.clusters, lr=args.lr,
+                       negatives=args.negatives, seed=args.seed)
+        result = run_stream(log, spec, ("dupn",))[0]
+        result["method"] = table
+        results.append(result)
+    return {"dataset": args.data, "protocol": "stream", "task": "binary", "model": "dupn",
+            "side": "both", "clusters": args.clusters, "dim": args.dim, "results": results}
