@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from celrec.backends import EventLog, StateStore
 from celrec.settings import Settings
 from schemas.api import TrainerProgress
+from schemas.messages import DeadLetter
 from service.app import build_state, create_app
 from trainer.main import build_trainer
 from trainer.stream import StreamTrainer, progress_of
@@ -55,3 +57,15 @@ def running_stack(settings: Settings, event_log: EventLog, store: StateStore) ->
         stop.set()
         thread.join(timeout=30)
         trainer.close()
+
+
+def read_dead_letters(event_log: EventLog, topic: str, expected: int,
+                      timeout_s: float = 30) -> list[DeadLetter]:
+    """Dead-letter records of ``topic`` from the start, until ``expected`` or the timeout."""
+    consumer = event_log.consumer([topic], f"inspect-{uuid.uuid4().hex[:6]}")
+    letters: list[DeadLetter] = []
+    deadline = time.monotonic() + timeout_s
+    while len(letters) < expected and time.monotonic() < deadline:
+        letters += [DeadLetter.decode(r.value) for r in consumer.poll(500, 0.5)]
+    consumer.close()
+    return letters

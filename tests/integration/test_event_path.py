@@ -6,14 +6,12 @@ The same tests run against the embedded backends and against real Kafka and Redi
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from celrec.backends import make_event_log, make_state_store
 from celrec.settings import Settings
-from schemas.messages import DeadLetter
-from tests.stack import running_stack
+from tests.stack import read_dead_letters, running_stack
 
 N_EVENTS = 300
 
@@ -23,16 +21,6 @@ def stack_settings(request, make_settings) -> Settings:
     real = request.param == "kafka+redis"
     return make_settings(kafka=real, redis=real, batch_max_events=64, batch_max_wait_ms=50,
                          checkpoint_interval_s=0.2, entity_state_capacity=1000)
-
-
-def dead_letters(event_log, topic: str, expected: int, timeout_s: float = 20) -> list[DeadLetter]:
-    consumer = event_log.consumer([topic], f"inspect-{uuid.uuid4().hex[:6]}")
-    letters: list[DeadLetter] = []
-    deadline = time.monotonic() + timeout_s
-    while len(letters) < expected and time.monotonic() < deadline:
-        letters += [DeadLetter.decode(r.value) for r in consumer.poll(100, 0.5)]
-    consumer.close()
-    return letters
 
 
 @pytest.mark.integration
@@ -77,7 +65,8 @@ def test_garbage_on_the_topic_is_dead_lettered_and_the_trainer_keeps_going(stack
             "/events", json=[{"user_id": "a", "item_id": "y"}] * 5).status_code == 202
         progress = stack.wait_for(lambda p: p.events_applied + p.dead_lettered >= 15)
         assert (progress.events_applied, progress.dead_lettered) == (10, len(garbage))
-        letters = dead_letters(event_log, stack_settings.kafka_dead_letter_topic, len(garbage))
+        letters = read_dead_letters(event_log, stack_settings.kafka_dead_letter_topic,
+                                    len(garbage))
         assert sorted(letter.payload for letter in letters) == sorted(garbage)
         assert all(letter.reason and letter.topic == stack_settings.kafka_events_topic
                    for letter in letters)

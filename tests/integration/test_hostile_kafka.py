@@ -10,15 +10,14 @@ from __future__ import annotations
 import collections
 import json
 import random
-import time
 import uuid
 
 import pytest
 import torch
 
 from celrec.backends import make_event_log, make_state_store
-from schemas.messages import MAX_DEAD_LETTER_PAYLOAD, DeadLetter
-from tests.stack import running_stack
+from schemas.messages import MAX_DEAD_LETTER_PAYLOAD
+from tests.stack import read_dead_letters, running_stack
 
 GOOD_TIME = "2024-05-01T12:00:00Z"
 
@@ -55,17 +54,6 @@ def hostile_messages() -> list[bytes | None]:
         envelope(event_type="teleport"), envelope(context={"k": 5}),
         "{\"schema\": 1, \"event\": \"\udcff\"}".encode("utf-8", "surrogatepass"),
     ]
-
-
-def read_dead_letters(event_log, topic: str, expected: int, timeout_s: float = 30
-                      ) -> list[DeadLetter]:
-    consumer = event_log.consumer([topic], f"inspect-{uuid.uuid4().hex[:6]}")
-    letters: list[DeadLetter] = []
-    deadline = time.monotonic() + timeout_s
-    while len(letters) < expected and time.monotonic() < deadline:
-        letters += [DeadLetter.decode(r.value) for r in consumer.poll(500, 0.5)]
-    consumer.close()
-    return letters
 
 
 @pytest.mark.integration
