@@ -42,6 +42,7 @@ from serving_latency import (  # noqa: E402
     environment,
     run_load,
     running,
+    terminate_cleanly,
     write_results,
 )
 
@@ -118,6 +119,7 @@ def main() -> None:
                         help="OMP_NUM_THREADS of the trainer process (default: torch's)")
     parser.add_argument("--out", default="serving_freshness", help="results name")
     args = parser.parse_args()
+    terminate_cleanly()
 
     stream = [["POST", "/events", e] for e in covering(args.users, args.items, 4)]
     probing_s = args.probes * args.probe_interval + 15  # probes, their tail, the last scrape

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_latency import environment, write_results  # noqa: E402
+from serving_latency import environment, terminate_cleanly, write_results  # noqa: E402
 
 from celrec.backends import make_state_store  # noqa: E402
 from celrec.localservers import LocalRedis  # noqa: E402
@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--batch", type=int, default=4096)
     args = parser.parse_args()
+    terminate_cleanly()
     torch.set_num_threads(1)  # preparation only; 2 threads on a busy 2-core box crawl
     results = []
     with LocalRedis() as server:

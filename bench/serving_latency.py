@@ -99,6 +99,23 @@ class ServerProcess:
             time.sleep(0.2)
         raise RuntimeError(f"celrec {self.command} not ready in {timeout_s}s:\n{self.log_tail()}")
 
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"celrec {self.command} is not running:\n{self.log_tail()}")
+
+    def cool_down(self, timeout_s: float = 20.0) -> None:
+        """Wait until the server answers promptly again: an overload run leaves a backlog
+        that must not spill into the next run."""
+        time.sleep(1.0)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(self.base + "/health/live", timeout=5)
+                if time.perf_counter() - started < 0.02:
+                    return
+            time.sleep(0.5)
+
     def cpu_seconds(self) -> float:
         """User + system CPU of the server process (all its threads) so far."""
         assert self.proc is not None
@@ -116,6 +133,9 @@ class ServerProcess:
         return Path(self.log.name).read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            print(f"celrec {self.command} had exited ({self.proc.returncode}):\n"
+                  f"{self.log_tail()}", file=sys.stderr)
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -145,6 +165,8 @@ def run_load(server: ServerProcess, requests: list, rate: float, duration_s: flo
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(requests, f)
     try:
+        server.check_alive()
+        server.cool_down()
         load_before = os.getloadavg()[0]
         cpu_before = server.cpu_seconds()
         done = subprocess.run(
@@ -283,7 +305,7 @@ def summary(runs: list[dict]) -> list[dict]:
                 "server_cpu_ms_per_request": med(lambda r: r["server_cpu_ms_per_request"]),
                 "loadavg_1m": med(lambda r: r["loadavg_1m_before"]),
                 "generator_max_lag_ms": max(r["generator_max_lag_ms"] for r in group),
-                "service_p99_ms": med(lambda r: r["service_ms"]["p99"]),
+                "service_p99_ms": med(lambda r: r["service_ms"].get("p99", float("nan"))),
             })
     return rows
 
@@ -394,6 +416,11 @@ def bench_recommendations(args: argparse.Namespace) -> None:
         rows, "Target: p99 <= 20 ms."))
 
 
+def terminate_cleanly() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every server started here is stopped."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
     """``label=path[:path]`` -> servers of that label run with PYTHONPATH=path (another
     checkout, or extra packages): code variants measured side by side in one run."""
@@ -432,6 +459,7 @@ def main() -> None:
         p.add_argument("--duration", type=float, default=10.0, help="measured s per run")
         p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    terminate_cleanly()
     {"scores": bench_scores, "recommendations": bench_recommendations}[args.what](args)
 
 
