@@ -2,7 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# --no-compile: byte-compiling all of torch at install time doubles the install; imports
+# compile what they use.
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
 # `make run` installs only what the service needs; `make test` adds the dev tools.
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
