@@ -28,6 +28,9 @@ import numpy as np
 
 Request = tuple[str, str, bytes | None]
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+# uvicorn closes keep-alive connections idle for 5 s; reusing one then fails the request,
+# which is the client's fault, not the server's: such connections are replaced instead.
+MAX_IDLE_S = 3.0
 
 
 @dataclass
@@ -44,14 +47,18 @@ class _Pool:
 
     def __init__(self, host: str, port: int, max_connections: int):
         self.host, self.port, self.max_connections = host, port, max_connections
-        self.idle: list[Conn] = []
+        self.idle: list[tuple[Conn, float]] = []  # with the time each became idle
         self.waiting: deque[asyncio.Future[Conn]] = deque()
         self.opened = 0
         self._refills: set[asyncio.Task] = set()
 
     async def acquire(self) -> Conn:
-        if self.idle:
-            return self.idle.pop()
+        while self.idle:
+            conn, since = self.idle.pop()  # the most recently used first
+            if time.perf_counter() - since < MAX_IDLE_S:
+                return conn
+            self.opened -= 1
+            conn[1].close()
         if self.opened < self.max_connections:
             self.opened += 1
             try:
@@ -69,7 +76,7 @@ class _Pool:
             if not waiter.done():  # a waiter that timed out is cancelled
                 waiter.set_result(conn)
                 return
-        self.idle.append(conn)
+        self.idle.append((conn, time.perf_counter()))
 
     def discard(self, conn: Conn) -> None:
         self.opened -= 1
@@ -89,7 +96,7 @@ class _Pool:
         self.release(conn)
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for (_, writer), _ in self.idle:
             writer.close()
 
 
