@@ -74,11 +74,16 @@ def apply_moves(table: ClusteredEmbedding, ids: torch.Tensor, targets: torch.Ten
 
 @torch.no_grad()
 def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float = 0.31,
-             generator: torch.Generator | None = None) -> dict[str, int]:
+             generator: torch.Generator | None = None, margin: float = 0.0,
+             min_count: int = 0) -> dict[str, int]:
     """Move each entity of ``data`` to the cluster with the lowest loss on its interactions.
 
     Damping: an entity keeps its cluster with probability ``keep_prob``. An entity only moves
     when the new cluster's loss is strictly lower, so a move never increases its own loss.
+    ``margin``: a move must also lower the entity's summed loss by ``margin * sqrt(n)`` (n:
+    its interactions), i.e. its mean loss by ``margin / sqrt(n)``: an entity with few ratings
+    needs clearer evidence, since its loss differences are mostly noise. Entities with fewer
+    than ``min_count`` interactions do not move at all.
     """
     table = rec.table(side)
     entities, losses = cluster_losses(rec, side, data)
@@ -86,25 +91,40 @@ def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float =
     current_loss = losses.gather(1, current.unsqueeze(1)).squeeze(1)
     best_loss, best = losses.min(dim=1)
     coins = torch.rand(len(entities), generator=generator).to(entities.device)
-    move = (best_loss < current_loss - 1e-9 * current_loss.abs()) & (coins >= keep_prob)
+    needed = 1e-9 * current_loss.abs()
+    move = coins >= keep_prob
+    if margin > 0 or min_count > 0:
+        _, inverse = _entity_index(data.ids(side))
+        n = torch.bincount(inverse, minlength=len(entities)).to(losses.dtype)
+        needed = needed + margin * n.sqrt()
+        move &= n >= min_count
+    move &= best_loss < current_loss - needed
     targets = torch.where(move, best, current)
     moved = apply_moves(table, entities, targets, current_loss - best_loss)
     return {"scored": len(entities), "moved": moved}
 
 
+COLD_POLICIES = ("largest", "popular", "prior", "keep")
+
+
 @torch.no_grad()
 def place_cold(rec: Recommender, side: str, has_data: torch.Tensor,
-               policy: str = "largest", data: Interactions | None = None) -> int:
+               policy: str = "largest", data: Interactions | None = None,
+               prior: int = 0) -> int:
     """Give entities with no data a default cluster instead of leaving them in cluster 0.
 
     ``largest``: the cluster with the most data-bearing members (where rare entities gather);
-    ``popular``: the cluster with the most interactions in ``data``; ``keep``: do nothing.
+    ``popular``: the cluster with the most interactions in ``data``; ``prior``: the cluster
+    ``prior`` (a dedicated row learnt from rarely seen entities); ``keep``: do nothing.
     """
     if policy == "keep":
         return 0
     table = rec.table(side)
     assignment = table.assignment.long()
-    if policy == "largest":
+    if policy == "prior":
+        weight = torch.zeros(table.max_clusters, dtype=torch.long, device=assignment.device)
+        weight[prior] = 1
+    elif policy == "largest":
         weight = torch.bincount(assignment[has_data], minlength=table.max_clusters)
     elif policy == "popular" and data is not None:
         weight = torch.bincount(assignment[data.ids(side)], minlength=table.max_clusters)
@@ -116,8 +136,10 @@ def place_cold(rec: Recommender, side: str, has_data: torch.Tensor,
 
 
 def choose_cluster(rec: Recommender, side: str, data: Interactions, choice: str,
-                   generator: torch.Generator | None = None) -> int:
-    """The cluster to split next (reference default: the one with the most interactions)."""
+                   generator: torch.Generator | None = None, exclude: int | None = None) -> int:
+    """The cluster to split next (reference default: the one with the most interactions).
+
+    ``exclude``: a cluster never split (the dedicated prior row)."""
     table = rec.table(side)
     clusters = table.clusters_of(data.ids(side))
     m = table.num_active
@@ -133,7 +155,10 @@ def choose_cluster(rec: Recommender, side: str, data: Interactions, choice: str,
         weight = torch.rand(m, generator=generator)
     else:
         raise ValueError(f"unknown split choice {choice!r}; choose from {SPLIT_CHOICES}")
-    return int(weight[:m].argmax())
+    weight = weight[:m].float()
+    if exclude is not None and exclude < m:
+        weight[exclude] = -torch.inf
+    return int(weight.argmax())
 
 
 def member_gradients(rec: Recommender, side: str, data: Interactions, cluster: int
@@ -155,7 +180,8 @@ def member_gradients(rec: Recommender, side: str, data: Interactions, cluster: i
 
 def split(rec: Recommender, side: str, data: Interactions, choice: str = "interactions",
           optimizer: torch.optim.Optimizer | None = None,
-          generator: torch.Generator | None = None) -> dict[str, int]:
+          generator: torch.Generator | None = None, exclude: int | None = None
+          ) -> dict[str, int]:
     """One GPCA split of the chosen cluster; the child row starts as a copy of the parent.
 
     Returns ``{"split": 0 or 1, "parent", "child", "moved"}``; no split when the budget is
@@ -164,7 +190,9 @@ def split(rec: Recommender, side: str, data: Interactions, choice: str = "intera
     table = rec.table(side)
     if table.num_active >= table.max_clusters or len(data) == 0:
         return {"split": 0, "parent": -1, "child": -1, "moved": 0}
-    parent = choose_cluster(rec, side, data, choice, generator)
+    parent = choose_cluster(rec, side, data, choice, generator, exclude)
+    if parent == exclude:
+        return {"split": 0, "parent": -1, "child": -1, "moved": 0}
     members, grads = member_gradients(rec, side, data, parent)
     moving = gpca_split(grads)
     if not bool(moving.any()):

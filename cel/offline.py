@@ -4,6 +4,10 @@ Mini-batch steps on the embeddings; every ``split_every`` steps one GPCA split p
 side until the budget is reached; reassignment every ``reassign_every`` steps (the interval
 doubles during growth, as in the reference code's decreasing frequency) and after each epoch
 until ``reassign_epochs``; then, optionally, a personalisation phase.
+
+Options past the reference code (all off by default): a separate L2 and optimiser for the
+cluster rows, a dedicated prior row for rarely seen entities, and an evidence margin for
+reassignment (see ``TrainConfig``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,22 @@ class TrainConfig:
     personal_epochs: int = 0  # personalisation phase length (0: off)
     personal_l2: float = 1.0  # pull of own vectors towards their cluster row
     seed: int = 0
+    cluster_reg: float | None = None  # L2 of the cluster rows (None: ``reg``)
+    # "adam", or "sgd": plain SGD keeps the per-cluster gradient averaging (Adam's
+    # per-coordinate scaling cancels it)
+    cluster_optimizer: str = "adam"
+    cluster_lr: float | None = None  # None: ``lr``
+    # >= 0: entities with at most this many training interactions start in a dedicated prior
+    # row (cluster 0, never split) that learns what rarely seen entities look like; entities
+    # without data go there too. -1: off (everyone starts in one cluster).
+    prior_max_count: int = -1
+    reassign_margin: float = 0.0  # evidence a move needs (see ``cluster_ops.reassign``)
+    reassign_min_count: int = 0  # entities with fewer interactions are never reassigned
+
+    def __post_init__(self) -> None:
+        if self.cluster_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"cluster_optimizer must be 'adam' or 'sgd', "
+                             f"got {self.cluster_optimizer!r}")
 
 
 @dataclass
@@ -47,12 +67,55 @@ class History:
     events: int = 0
 
 
-def train_step(rec: Recommender, optimizer: torch.optim.Optimizer, batch: Interactions,
-               reg: float, personal_l2: float = 0.0) -> float:
-    """One gradient step; returns the batch's mean data loss."""
+class Optimizers:
+    """Several optimisers stepped as one (Adam for most parameters, SGD for cluster rows)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def state(self) -> dict:
+        return {k: v for opt in self.optimizers for k, v in opt.state.items()}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def add_param_group(self, group: dict) -> None:
+        self.optimizers[0].add_param_group(group)
+
+
+def make_optimizer(rec: Recommender, config: TrainConfig) -> Optimizers:
+    """Adam (``lr``) for everything but the cluster rows, which get ``cluster_optimizer``."""
+    cluster_rows = [rec.table(s).weight for s in rec.clustered_sides()]
+    ids = {id(p) for p in cluster_rows}
+    rest = [p for p in rec.parameters() if id(p) not in ids]
+    lr = config.cluster_lr if config.cluster_lr is not None else config.lr
+    if not cluster_rows:
+        return Optimizers(torch.optim.Adam(rest, lr=config.lr))
+    if config.cluster_optimizer == "sgd":
+        return Optimizers(torch.optim.Adam(rest, lr=config.lr),
+                          torch.optim.SGD(cluster_rows, lr=lr))
+    return Optimizers(torch.optim.Adam([{"params": rest},
+                                        {"params": cluster_rows, "lr": lr}], lr=config.lr))
+
+
+def train_step(rec: Recommender, optimizer: torch.optim.Optimizer | Optimizers,
+               batch: Interactions, reg: float, personal_l2: float = 0.0,
+               cluster_reg: float | None = None) -> float:
+    """One gradient step; returns the batch's mean data loss.
+
+    ``cluster_reg`` replaces ``reg`` for the clustered side(s)."""
     u, i = rec.user_table(batch.users), rec.item_table(batch.items)
     data_loss = rec.loss(rec.model(u, i, batch.context), batch.labels).mean()
-    loss = data_loss + reg * (u.pow(2).sum(dim=1) + i.pow(2).sum(dim=1)).mean()
+    sides = rec.clustered_sides()
+    c_reg = reg if cluster_reg is None else cluster_reg
+    u_reg, i_reg = (c_reg if "user" in sides else reg), (c_reg if "item" in sides else reg)
+    loss = data_loss + (u_reg * u.pow(2).sum(dim=1) + i_reg * i.pow(2).sum(dim=1)).mean()
     if personal_l2 > 0:
         for side in rec.clustered_sides():
             loss = loss + personal_l2 * rec.table(side).personal_penalty(batch.ids(side))
@@ -76,7 +139,7 @@ class OfflineCEL:
     def __init__(self, rec: Recommender, config: TrainConfig) -> None:
         self.rec, self.config = rec, config
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.optimizer = torch.optim.Adam(rec.parameters(), lr=config.lr)
+        self.optimizer = make_optimizer(rec, config)
         self.history = History()
         self._next_reassign = config.reassign_every
         self._interval = config.reassign_every
@@ -85,13 +148,27 @@ class OfflineCEL:
         return any(self.rec.table(s).num_active < self.rec.table(s).max_clusters
                    for s in self.rec.clustered_sides())
 
+    @property
+    def _prior(self) -> int | None:
+        return 0 if self.config.prior_max_count >= 0 else None
+
+    def start_prior(self, train: Interactions) -> None:
+        """Rare entities in row 0 (the prior), the others in row 1."""
+        for side in self.rec.clustered_sides():
+            table = self.rec.table(side)
+            if table.max_clusters < 2:
+                continue
+            counts = torch.bincount(train.ids(side), minlength=table.num_entities)
+            table.num_active = 2
+            table.assign((counts > self.config.prior_max_count).long())
+
     def cluster_step(self, train: Interactions) -> None:
         """Splits and reassignments due after the current step."""
         cfg, hist = self.config, self.history
         if self._growing() and hist.steps % cfg.split_every == 0:
             for side in self.rec.clustered_sides():
                 out = cluster_ops.split(self.rec, side, train, cfg.split_choice,
-                                        self.optimizer, self.generator)
+                                        self.optimizer, self.generator, self._prior)
                 hist.splits += out["split"]
         if self.rec.clustered_sides() and hist.steps >= self._next_reassign and self._growing():
             self.reassign(train)
@@ -101,10 +178,12 @@ class OfflineCEL:
     def reassign(self, train: Interactions) -> None:
         for side in self.rec.clustered_sides():
             out = cluster_ops.reassign(self.rec, side, train, self.config.keep_prob,
-                                       self.generator)
+                                       self.generator, self.config.reassign_margin,
+                                       self.config.reassign_min_count)
             table = self.rec.table(side)
             seen = has_data(table.num_entities, train.ids(side))
-            cluster_ops.place_cold(self.rec, side, seen, self.config.cold_policy, train)
+            policy = "prior" if self._prior is not None else self.config.cold_policy
+            cluster_ops.place_cold(self.rec, side, seen, policy, train, prior=self._prior or 0)
             self.history.moves += out["moved"]
         self.history.reassignments += 1
 
@@ -114,7 +193,9 @@ class OfflineCEL:
         total = 0.0
         for start in range(0, len(train), cfg.batch_size):
             batch = train.subset(order[start:start + cfg.batch_size])
-            total += train_step(self.rec, self.optimizer, batch, cfg.reg, personal_l2) * len(batch)
+            loss = train_step(self.rec, self.optimizer, batch, cfg.reg, personal_l2,
+                              cfg.cluster_reg)
+            total += loss * len(batch)
             self.history.steps += 1
             self.history.events += len(batch)
             if clusters:
@@ -126,6 +207,8 @@ class OfflineCEL:
         """Run the schedule; ``on_epoch(epoch, self)`` may return a validation metric."""
         cfg, hist = self.config, self.history
         clustered = bool(self.rec.clustered_sides())
+        if clustered and self._prior is not None:
+            self.start_prior(train)
         for epoch in range(cfg.epochs):
             hist.epoch_loss.append(self._epoch(train, 0.0, clustered))
             # the last epochs train on fixed clusters so the rows fit the final assignment

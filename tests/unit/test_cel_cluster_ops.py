@@ -105,3 +105,54 @@ def test_reassignment_leaves_entities_without_data_alone() -> None:
                         torch.tensor([5.0, 1.0, 3.0]))
     cluster_ops.reassign(rec, "item", data, keep_prob=0.0)
     assert table.assignment[3:].tolist() == [0, 1, 2]
+
+
+def _two_cluster_case(ratings_per_item: int) -> tuple[Recommender, Interactions]:
+    """Items sit in cluster 1, which predicts 1.0; cluster 0 predicts their rating 3.0."""
+    rec = _rec(num_users=4, num_items=3, clusters=3)
+    table = rec.item_table
+    table.num_active = 3
+    table.assign(torch.tensor([1, 1, 2]))
+    with torch.no_grad():
+        table.weight.zero_()
+        rec.user_table.weight.zero_()
+        table.weight[0, -1], table.weight[1, -1] = 3.0, 1.0
+    users = torch.arange(ratings_per_item) % 4
+    data = Interactions(users, torch.zeros(ratings_per_item, dtype=torch.long),
+                        torch.full((ratings_per_item,), 3.0))
+    return rec, data
+
+
+def test_entities_with_too_few_interactions_are_not_reassigned() -> None:
+    rec, data = _two_cluster_case(ratings_per_item=3)
+    cluster_ops.reassign(rec, "item", data, keep_prob=0.0, min_count=4)
+    assert int(rec.item_table.assignment[0]) == 1
+    cluster_ops.reassign(rec, "item", data, keep_prob=0.0, min_count=3)
+    assert int(rec.item_table.assignment[0]) == 0
+
+
+def test_margin_asks_more_evidence_than_a_few_ratings_give() -> None:
+    # each rating gains 4.0 of squared loss by moving: 2 ratings gain 8 < 6 * sqrt(2)
+    rec, data = _two_cluster_case(ratings_per_item=2)
+    cluster_ops.reassign(rec, "item", data, keep_prob=0.0, margin=6.0)
+    assert int(rec.item_table.assignment[0]) == 1
+    rec, data = _two_cluster_case(ratings_per_item=4)  # 16 > 6 * sqrt(4)
+    cluster_ops.reassign(rec, "item", data, keep_prob=0.0, margin=6.0)
+    assert int(rec.item_table.assignment[0]) == 0
+
+
+def test_prior_policy_and_excluded_cluster_is_never_split() -> None:
+    rec = _rec(num_users=3, num_items=6, clusters=4)
+    table = rec.item_table
+    table.num_active = 2
+    table.assign(torch.tensor([0, 0, 0, 0, 1, 1]))
+    has_data = torch.tensor([True, True, True, True, True, False])
+    cluster_ops.place_cold(rec, "item", has_data, "prior", prior=0)
+    assert int(table.assignment[5]) == 0
+    users = torch.arange(3).repeat(5)
+    data = Interactions(users, torch.arange(5).repeat_interleave(3),
+                        torch.randint(1, 6, (15,), generator=torch.Generator().manual_seed(0))
+                        .float())
+    assert cluster_ops.choose_cluster(rec, "item", data, "interactions", exclude=0) == 1
+    out = cluster_ops.split(rec, "item", data, exclude=0)
+    assert out["parent"] in (-1, 1)
