@@ -38,7 +38,10 @@ class TrainConfig:
     personal_epochs: int = 0  # personalisation phase length (0: off)
     personal_l2: float = 1.0  # pull of own vectors towards their cluster row
     seed: int = 0
-    cluster_reg: float | None = None  # L2 of the cluster rows (None: ``reg``)
+    # ``reg`` of every table when the recommender has a clustered side (None: ``reg``): CEL's
+    # shared rows overfit less, so its best L2 is lower than a full table's
+    cel_reg: float | None = None
+    cluster_reg: float | None = None  # L2 of the cluster rows (None: ``cel_reg``/``reg``)
     # "adam", or "sgd": plain SGD keeps the per-cluster gradient averaging (Adam's
     # per-coordinate scaling cancels it)
     cluster_optimizer: str = "adam"
@@ -141,6 +144,9 @@ class OfflineCEL:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.optimizer = make_optimizer(rec, config)
         self.history = History()
+        self.reg = config.reg
+        if rec.clustered_sides() and config.cel_reg is not None:
+            self.reg = config.cel_reg
         self._next_reassign = config.reassign_every
         self._interval = config.reassign_every
 
@@ -193,7 +199,7 @@ class OfflineCEL:
         total = 0.0
         for start in range(0, len(train), cfg.batch_size):
             batch = train.subset(order[start:start + cfg.batch_size])
-            loss = train_step(self.rec, self.optimizer, batch, cfg.reg, personal_l2,
+            loss = train_step(self.rec, self.optimizer, batch, self.reg, personal_l2,
                               cfg.cluster_reg)
             total += loss * len(batch)
             self.history.steps += 1

@@ -37,13 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
+    # defaults chosen on validation splits carved from u1.base and u3.base (ML-100K, MF)
     p.add_argument("--reg", type=float, default=0.12)
+    p.add_argument("--cel-reg", type=float, default=0.1,
+                   help="L2 for cel (all its tables); other methods use --reg")
+    p.add_argument("--cluster-reg", type=float, default=None,
+                   help="L2 of the cluster rows only (default: --cel-reg)")
+    p.add_argument("--cluster-optimizer", default=d.cluster_optimizer, choices=("adam", "sgd"))
+    p.add_argument("--cluster-lr", type=float, default=None, help="default: --lr")
+    p.add_argument("--prior-max-count", type=int, default=10,
+                   help="entities with at most this many training interactions share a "
+                        "dedicated prior row (-1: off)")
+    p.add_argument("--reassign-min-count", type=int, default=11,
+                   help="entities with fewer interactions are never reassigned")
+    p.add_argument("--reassign-margin", type=float, default=d.reassign_margin,
+                   help="a move must lower an entity's summed loss by margin*sqrt(n)")
     p.add_argument("--reassign-epochs", type=int, default=15)
     p.add_argument("--split-choice", default=d.split_choice,
                    choices=("interactions", "members", "loss", "random"))
     p.add_argument("--personal-epochs", type=int, default=0,
                    help="personalisation phase length for cel (0: off)")
-    p.add_argument("--personal-l2", type=float, default=0.3)
+    p.add_argument("--personal-l2", type=float, default=0.1)
     p.add_argument("--negatives", type=int, default=1,
                    help="sampled negatives per positive for implicit data")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -103,7 +117,11 @@ def main(argv: list[str]) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          reg=args.reg, reassign_epochs=args.reassign_epochs,
                          split_choice=args.split_choice, personal_epochs=args.personal_epochs,
-                         personal_l2=args.personal_l2, seed=args.seed)
+                         personal_l2=args.personal_l2, seed=args.seed, cel_reg=args.cel_reg,
+                         cluster_reg=args.cluster_reg, cluster_optimizer=args.cluster_optimizer,
+                         cluster_lr=args.cluster_lr, prior_max_count=args.prior_max_count,
+                         reassign_min_count=args.reassign_min_count,
+                         reassign_margin=args.reassign_margin)
     spec = RunSpec(methods=methods, model=args.model, dim=args.dim, clusters=args.clusters,
                    side=args.side, protocol=args.protocol, device=args.device, seed=args.seed,
                    train=config)
