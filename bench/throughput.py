@@ -11,7 +11,7 @@ Also times ``predict()`` on the same batches. Writes bench/results/throughput.js
 
 Adding an interaction model: register a factory in ``INTERACTIONS`` (config -> nn.Module
 taking user and item rows ``(B, dim + 1)``, last column the bias, returning raw scores);
-e.g. ``"deepfm": lambda cfg: cel.models.DeepFM(cfg.dim)``.
+``mf`` and ``deepfm`` (``cel.models.DeepFM``) are registered.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from online_update import build, make_stream, sync  # noqa: E402
 
+from cel.models import DeepFM  # noqa: E402
 from cel.online import MFInteraction, OnlineCELConfig, resolve_device  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -42,6 +43,7 @@ RESULTS = ROOT / "bench" / "results"
 # Interaction hook: name -> factory. Others add their models here (DeepFM-style, ...).
 INTERACTIONS: dict[str, Callable[[OnlineCELConfig], nn.Module]] = {
     "mf": lambda cfg: MFInteraction(),
+    "deepfm": lambda cfg: DeepFM(cfg.dim),
 }
 
 
