@@ -422,14 +422,18 @@ def terminate_cleanly() -> None:
 
 
 def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
-    """``label=path[:path]`` -> servers of that label run with PYTHONPATH=path (another
-    checkout, or extra packages): code variants measured side by side in one run."""
+    """Variants measured side by side in one run: ``label=path[:path]`` runs that label's
+    servers with PYTHONPATH=path (another checkout, or extra packages);
+    ``label=NAME=VALUE[,NAME=VALUE]`` with those environment variables."""
     if not specs:
         return {"": {}}
     out = {}
     for spec in specs:
-        label, _, path = spec.partition("=")
-        out[f"/{label}"] = {"PYTHONPATH": path} if path else {}
+        label, _, rest = spec.partition("=")
+        if "=" in rest:
+            out[f"/{label}"] = dict(pair.split("=", 1) for pair in rest.split(","))
+        else:
+            out[f"/{label}"] = {"PYTHONPATH": rest} if rest else {}
     return out
 
 
@@ -454,7 +458,8 @@ def main() -> None:
     recs.add_argument("--events-per-entity", type=int, default=3)
     scores.add_argument("--out", default="serving_scores", help="results name")
     scores.add_argument("--variant", action="append", default=[],
-                        help="label=PYTHONPATH: also measure servers running that code")
+                        help="label=PYTHONPATH or label=NAME=VALUE[,...]: servers run with "
+                        "that code or environment, measured side by side")
     for p in (scores, recs):
         p.add_argument("--duration", type=float, default=10.0, help="measured s per run")
         p.add_argument("--repeats", type=int, default=3)
