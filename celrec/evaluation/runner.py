@@ -39,6 +39,13 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     stream_batch: int = 256
     stream_window: int = 20_000  # recent events CEL's cluster steps see in a stream
+    online: dict = field(default_factory=dict)  # OnlineCELConfig overrides for cel-online
+
+
+# cel-online on ratings (squared loss): OnlineCELConfig's defaults are for click logloss;
+# chosen on validation splits carved from u1.base and u3.base (never on a test file)
+# (lr 0.02-0.06, l2 1e-5-0.2, init_std 0.1/0.3, margin 0-0.05, reassign_min_history 3/8)
+ONLINE_RATING: dict = {"lr": 0.02, "l2": 0.05, "init_std": 0.1, "margin": 0.02}
 
 
 def _counts(ids: torch.Tensor, n: int) -> torch.Tensor:
@@ -188,7 +195,8 @@ def run_online(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict
         cluster_users=spec.side in ("user", "both"), cluster_items=spec.side in ("item", "both"),
         loss="logloss" if prep.task == "binary" else "mse", seed=spec.seed,
         state_capacity=max(prep.num_users, prep.num_items, 1),  # bounded per-entity state
-        initial_capacity=max(prep.num_users, prep.num_items, 1))
+        initial_capacity=max(prep.num_users, prep.num_items, 1),
+        **{**(ONLINE_RATING if prep.task == "rating" else {}), **spec.online})
     model = build_model(spec.model, spec.dim, ())
     with torch.no_grad():
         mean = min(max(prep.label_mean, 1e-3), 1 - 1e-3)
