@@ -116,9 +116,11 @@ def test_store_outage_leads_to_a_full_snapshot_once_it_returns():
     trainer.run_once()
     store.available = False
     produce(log, clicks(range(4, 8), range(4)))
+    time.sleep(0.02)  # past the publish interval, so the delta is due
     trainer.run_once()  # the delta fails, nothing raised
     assert trainer.publisher.need_snapshot
     store.available = True
+    time.sleep(0.02)
     trainer.run_once()
     meta, _ = load_snapshot(store)
     assert meta.version == 2 and meta.sides["user"].entities == 8
