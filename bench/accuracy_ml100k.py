@@ -48,7 +48,8 @@ def run_celrec(data_dir: Path, fold: int, name: str, args: argparse.Namespace) -
     config = TrainConfig(epochs=args.epochs, reg=args.reg, reassign_epochs=args.reassign_epochs,
                          personal_epochs=personal, personal_l2=args.personal_l2, seed=0,
                          cel_reg=args.cel_reg, prior_max_count=args.prior_max_count,
-                         reassign_min_count=args.reassign_min_count)
+                         reassign_min_count=args.reassign_min_count,
+                         prior_exclusive=args.prior_exclusive)
     spec = RunSpec(methods=(method,), model=args.model, dim=args.dim, clusters=args.clusters,
                    side="item", protocol="folds", device=args.device, train=config)
     result = evaluate(prep, spec)[0]
@@ -98,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reg", type=float, default=0.12, help="L2 of full, hash, dhash")
     p.add_argument("--cel-reg", type=float, default=0.1, help="L2 of cel")
     p.add_argument("--prior-max-count", type=int, default=10)
-    p.add_argument("--reassign-min-count", type=int, default=11)
+    p.add_argument("--reassign-min-count", type=int, default=5)
+    p.add_argument("--prior-open", dest="prior_exclusive", action="store_false",
+                   help="let popular items move into the prior row")
     p.add_argument("--reassign-epochs", type=int, default=15)
     p.add_argument("--personal-l2", type=float, default=0.1)
     p.add_argument("--device", default="auto")

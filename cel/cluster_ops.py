@@ -75,7 +75,8 @@ def apply_moves(table: ClusteredEmbedding, ids: torch.Tensor, targets: torch.Ten
 @torch.no_grad()
 def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float = 0.31,
              generator: torch.Generator | None = None, margin: float = 0.0,
-             min_count: int = 0) -> dict[str, int]:
+             min_count: int = 0, closed_row: int | None = None,
+             closed_max_count: int = -1) -> dict[str, int]:
     """Move each entity of ``data`` to the cluster with the lowest loss on its interactions.
 
     Damping: an entity keeps its cluster with probability ``keep_prob``. An entity only moves
@@ -83,12 +84,18 @@ def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float =
     ``margin``: a move must also lower the entity's summed loss by ``margin * sqrt(n)`` (n:
     its interactions), i.e. its mean loss by ``margin / sqrt(n)``: an entity with few ratings
     needs clearer evidence, since its loss differences are mostly noise. Entities with fewer
-    than ``min_count`` interactions do not move at all.
+    than ``min_count`` interactions do not move at all. ``closed_row``: a row (the prior)
+    that only entities with at most ``closed_max_count`` interactions may move into.
     """
     table = rec.table(side)
     entities, losses = cluster_losses(rec, side, data)
     current = table.assignment[entities].long()
     current_loss = losses.gather(1, current.unsqueeze(1)).squeeze(1)
+    if closed_row is not None and closed_row < table.num_active:
+        _, inverse = _entity_index(data.ids(side))
+        n = torch.bincount(inverse, minlength=len(entities))
+        barred = (n > closed_max_count) & (current != closed_row)
+        losses[barred, closed_row] = torch.inf
     best_loss, best = losses.min(dim=1)
     coins = torch.rand(len(entities), generator=generator).to(entities.device)
     needed = 1e-9 * current_loss.abs()

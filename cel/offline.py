@@ -52,6 +52,9 @@ class TrainConfig:
     prior_max_count: int = -1
     reassign_margin: float = 0.0  # evidence a move needs (see ``cluster_ops.reassign``)
     reassign_min_count: int = 0  # entities with fewer interactions are never reassigned
+    # True: entities with more than ``prior_max_count`` interactions may not move into the
+    # prior row, which then stays a row of rarely seen entities only
+    prior_exclusive: bool = False
 
     def __post_init__(self) -> None:
         if self.cluster_optimizer not in ("adam", "sgd"):
@@ -185,7 +188,9 @@ class OfflineCEL:
         for side in self.rec.clustered_sides():
             out = cluster_ops.reassign(self.rec, side, train, self.config.keep_prob,
                                        self.generator, self.config.reassign_margin,
-                                       self.config.reassign_min_count)
+                                       self.config.reassign_min_count,
+                                       self._prior if self.config.prior_exclusive else None,
+                                       self.config.prior_max_count)
             table = self.rec.table(side)
             seen = has_data(table.num_entities, train.ids(side))
             policy = "prior" if self._prior is not None else self.config.cold_policy

@@ -48,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-max-count", type=int, default=10,
                    help="entities with at most this many training interactions share a "
                         "dedicated prior row (-1: off)")
-    p.add_argument("--reassign-min-count", type=int, default=11,
+    p.add_argument("--reassign-min-count", type=int, default=5,
                    help="entities with fewer interactions are never reassigned")
+    p.add_argument("--prior-open", dest="prior_exclusive", action="store_false",
+                   help="let entities with more than --prior-max-count interactions move "
+                        "into the prior row (default: only rare entities may join it)")
     p.add_argument("--reassign-margin", type=float, default=d.reassign_margin,
                    help="a move must lower an entity's summed loss by margin*sqrt(n)")
     p.add_argument("--reassign-epochs", type=int, default=15)
@@ -121,7 +124,8 @@ def main(argv: list[str]) -> int:
                          cluster_reg=args.cluster_reg, cluster_optimizer=args.cluster_optimizer,
                          cluster_lr=args.cluster_lr, prior_max_count=args.prior_max_count,
                          reassign_min_count=args.reassign_min_count,
-                         reassign_margin=args.reassign_margin)
+                         reassign_margin=args.reassign_margin,
+                         prior_exclusive=args.prior_exclusive)
     spec = RunSpec(methods=methods, model=args.model, dim=args.dim, clusters=args.clusters,
                    side=args.side, protocol=args.protocol, device=args.device, seed=args.seed,
                    train=config)

@@ -156,3 +156,12 @@ def test_prior_policy_and_excluded_cluster_is_never_split() -> None:
     assert cluster_ops.choose_cluster(rec, "item", data, "interactions", exclude=0) == 1
     out = cluster_ops.split(rec, "item", data, exclude=0)
     assert out["parent"] in (-1, 1)
+
+
+def test_closed_prior_row_admits_only_rare_entities() -> None:
+    # cluster 0 fits item 0's ratings exactly, but with 3 ratings it is not rare enough
+    rec, data = _two_cluster_case(ratings_per_item=3)
+    cluster_ops.reassign(rec, "item", data, keep_prob=0.0, closed_row=0, closed_max_count=2)
+    assert int(rec.item_table.assignment[0]) == 1
+    cluster_ops.reassign(rec, "item", data, keep_prob=0.0, closed_row=0, closed_max_count=3)
+    assert int(rec.item_table.assignment[0]) == 0

@@ -84,3 +84,16 @@ def test_prior_row_holds_rare_items_and_sgd_moves_cluster_rows() -> None:
     assert rare.any() and torch.all(table.assignment[rare] == 0)  # pinned in the prior row
     assert table.num_active == K + 1
     assert not torch.equal(before[0], table.weight[0].detach())
+
+
+def test_exclusive_prior_row_never_takes_popular_items() -> None:
+    train, _, _, _ = planted(seed=2)
+    rec = make_recommender("cel", USERS, ITEMS, "mf", DIM, "item", K + 1, device="cpu")
+    config = TrainConfig(epochs=4, batch_size=256, lr=0.01, reg=0.01, split_every=5,
+                         reassign_every=10, reassign_epochs=3, prior_max_count=5,
+                         prior_exclusive=True, keep_prob=0.0, seed=0)
+    OfflineCEL(rec, config).fit(train)
+    table = rec.item_table
+    counts = torch.bincount(train.items, minlength=ITEMS)
+    in_prior = table.assignment.long() == 0
+    assert in_prior.any() and torch.all(counts[in_prior] <= 5)
