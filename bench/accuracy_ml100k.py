@@ -6,6 +6,8 @@ Writes bench/results/accuracy_ml100k.json and .md: mean RMSE overall and on test
 of items with at most 5 training ratings. Surprise (SVD, KNNBaseline) runs when installed
 (``pip install 'celrec[bench]'``). Hyper-parameters were chosen on validation splits
 carved from u1.base and u3.base (never on a test file); the same defaults as ``celrec eval``.
+``--validation`` runs on such splits (a seeded 80/20 cut of each u<fold>.base; the test
+files are not read) and writes accuracy_ml100k_validation.{json,md}.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +85,16 @@ def run_surprise(data_dir: Path, fold: int, name: str) -> dict:
             "memory_bytes": None, "compression_ratio": None}
 
 
+def carve_validation(data_dir: Path, folds: list[int], out_dir: Path, seed: int) -> None:
+    """u<fold>.base -> 80% as out_dir/u<fold>.base, 20% as out_dir/u<fold>.test."""
+    for fold in folds:
+        lines = (data_dir / f"u{fold}.base").read_text().splitlines(keepends=True)
+        order = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed))
+        cut = int(0.8 * len(lines))
+        (out_dir / f"u{fold}.base").write_text("".join(lines[i] for i in order[:cut]))
+        (out_dir / f"u{fold}.test").write_text("".join(lines[i] for i in order[cut:]))
+
+
 def _mean(values: list[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return sum(kept) / len(kept) if kept else None
@@ -105,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reassign-epochs", type=int, default=15)
     p.add_argument("--personal-l2", type=float, default=0.1)
     p.add_argument("--device", default="auto")
+    p.add_argument("--validation", action="store_true",
+                   help="tune: evaluate on 80/20 splits of u<fold>.base, not on the test files")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the --validation cut")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)
     if not (args.data_dir / "u1.base").is_file():
@@ -112,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
     folds = [int(f) for f in args.folds.split(",")]
+    stem = "accuracy_ml100k_validation" if args.validation else "accuracy_ml100k"
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.validation:
+            carve_validation(args.data_dir, folds, Path(tmp), args.split_seed)
+            args.data_dir = Path(tmp)
+        return run_all(args, folds, stem)
+
+
+def run_all(args: argparse.Namespace, folds: list[int], stem: str) -> int:
     names = [m for m in args.methods.split(",") if m]
     try:
         import surprise  # noqa: F401
@@ -140,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
               "settings": {k: str(v) for k, v in vars(args).items()},
               "summary": summary, "per_fold": per_fold}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "accuracy_ml100k.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [f"# ML-100K official folds {args.folds}: mean test RMSE",
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    title = (f"validation splits (80/20 of u<fold>.base, seed {args.split_seed}) of folds"
+             if args.validation else "official folds")
+    lines = [f"# ML-100K {title} {args.folds}: mean test RMSE",
              "", f"Model {args.model}, d={args.dim}, {args.clusters} item clusters "
              "(memory: item side only; tables + assignment array).", "",
              "| method | RMSE | RMSE items <=5 train ratings | item memory (B) | compression |",
@@ -150,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         mem = "-" if s["memory_bytes"] is None else str(s["memory_bytes"])
         ratio = "-" if s["compression_ratio"] is None else f"{s['compression_ratio']:.1f}x"
         lines.append(f"| {n} | {s['rmse']:.4f} | {s['cold_rmse']:.4f} | {mem} | {ratio} |")
-    (args.out / "accuracy_ml100k.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
