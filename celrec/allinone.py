@@ -15,13 +15,19 @@ from celrec.settings import Settings
 from schemas.events import Event
 from schemas.messages import encode_event
 from service.app import build_state, create_app
-from trainer.main import build_trainer, start_metrics_server, start_trainer_thread
+from trainer.main import (
+    build_trainer,
+    configure_torch,
+    start_metrics_server,
+    start_trainer_thread,
+)
 
 log = logging.getLogger(__name__)
 
 
 def run_all_in_one(settings: Settings, demo: bool = False) -> int:
     configure_logging(settings.log_level)
+    configure_torch(settings)
     event_log, store = make_event_log(settings), make_state_store(settings)
     trainer = build_trainer(settings, event_log, store)
     stop = threading.Event()

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
         "offsets are committed only after a checkpoint stores the batches' effect",
     )
     device: str = Field("auto", description="torch device: auto, cpu, cuda or cuda:N")
+    torch_threads: int = Field(
+        1, ge=0, le=256, description="CPU threads of the trainer's torch ops (0: torch's "
+        "default); 1 is fastest on small shared machines, where threads stall each other",
+    )
     model: Literal["mf", "deepfm", "saml", "dupn"] = Field(
         "mf", description="interaction model the trainer learns"
     )

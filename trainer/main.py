@@ -18,6 +18,14 @@ from trainer.stream import StreamTrainer
 log = logging.getLogger(__name__)
 
 
+def configure_torch(settings: Settings) -> None:
+    """Process-wide torch set-up for a trainer process (not for library use or tests)."""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+
+
 def build_trainer(settings: Settings, event_log: EventLog, store: StateStore) -> StreamTrainer:
     """The trainer the settings describe: model, checkpoints and publishing for serving."""
     return StreamTrainer(settings, event_log, store, make_learner(settings),
@@ -45,6 +53,7 @@ def start_trainer_thread(trainer: StreamTrainer, stop: threading.Event) -> threa
 
 def train(settings: Settings, max_seconds: float | None = None) -> int:
     configure_logging(settings.log_level)
+    configure_torch(settings)
     event_log, store = make_event_log(settings), make_state_store(settings)
     trainer = build_trainer(settings, event_log, store)
     metrics_server = start_metrics_server(trainer)
