@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cel.tables import ClusteredEmbedding, FullEmbedding
+from cel.tables import ClusteredEmbedding, entity_table
 
 
 @dataclass
@@ -155,9 +155,7 @@ class DUPN(nn.Module):
 
     def _table(self, n: int, clusters: int, device: str | torch.device) -> nn.Module:
         cfg = self.config
-        if cfg.table == "cel":
-            return ClusteredEmbedding(n, cfg.item_dim, clusters, cfg.init_std, device=device)
-        return FullEmbedding(n, cfg.item_dim, cfg.init_std, device)
+        return entity_table(cfg.table, n, cfg.item_dim, clusters, cfg.init_std, device)
 
     def item_part(self, items: torch.Tensor, categories: torch.Tensor | None) -> torch.Tensor:
         """The item's row of the (CEL) item table, with its category embedding if any."""

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cel.tables import ClusteredEmbedding, FullEmbedding
+from cel.tables import ClusteredEmbedding, entity_table
 
 
 @dataclass
@@ -159,9 +159,7 @@ class SAML(nn.Module):
 
     def _table(self, n: int, clusters: int, device: str | torch.device) -> nn.Module:
         cfg = self.config
-        if cfg.table == "cel":
-            return ClusteredEmbedding(n, cfg.dim, clusters, cfg.init_std, device=device)
-        return FullEmbedding(n, cfg.dim, cfg.init_std, device)
+        return entity_table(cfg.table, n, cfg.dim, clusters, cfg.init_std, device)
 
     # -- scenarios -------------------------------------------------------------------
     def add_scenario(self, scenario: int) -> bool:

@@ -115,3 +115,11 @@ class ClusteredEmbedding(nn.Module):
         if self.personal is not None:
             size += self.personal.numel() * self.personal.element_size()
         return size
+
+
+def entity_table(kind: str, num_entities: int, dim: int, max_clusters: int,
+                 init_std: float, device: str | torch.device = "auto") -> nn.Module:
+    """A ``"cel"`` (clustered) or ``"full"`` table, for models that offer both."""
+    if kind == "cel":
+        return ClusteredEmbedding(num_entities, dim, max_clusters, init_std, device=device)
+    return FullEmbedding(num_entities, dim, init_std, device)
