@@ -120,6 +120,23 @@ class Scale:
         }
 
 
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """Arguments both online-CEL benchmarks share: threads, device, model size, output."""
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--clusters", type=int, default=256, help="budget M_max per side")
+    ap.add_argument("--initial-clusters", type=int, default=128)
+    ap.add_argument("--state-capacity", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="output path without extension")
+
+
+def config_from(args: argparse.Namespace) -> OnlineCELConfig:
+    return OnlineCELConfig(user_clusters=args.clusters, item_clusters=args.clusters,
+                           initial_clusters=args.initial_clusters,
+                           state_capacity=args.state_capacity, seed=args.seed)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scales", default="10000,100000,1000000,10000000")
@@ -127,14 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batches", type=int, default=60, help="timed batches per repeat")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the scales")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--stream", choices=("same", "spread"), default="same")
-    ap.add_argument("--clusters", type=int, default=256, help="budget M_max per side")
-    ap.add_argument("--initial-clusters", type=int, default=128)
-    ap.add_argument("--state-capacity", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="output path without extension")
+    add_model_args(ap)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -142,10 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     scales = sorted(int(float(s)) for s in args.scales.split(","))
     # ids of the stream are ranks below the smallest scale, so every batch is valid at all
     stream = make_stream(args.warmup + args.batches, args.batch, scales[0], args.seed)
-    cfg = OnlineCELConfig(user_clusters=args.clusters, item_clusters=args.clusters,
-                          initial_clusters=args.initial_clusters,
-                          state_capacity=args.state_capacity,
-                          initial_capacity=1024, seed=args.seed)
+    cfg = config_from(args)
     load_before = os.getloadavg()
     # All scales live side by side (10^7 per side is ~1 GiB) and the repeats are interleaved,
     # so drifting machine load hits every scale alike instead of skewing the ratio.

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from online_update import build, make_stream, sync  # noqa: E402
+from online_update import add_model_args, build, config_from, make_stream, sync  # noqa: E402
 
 from cel.models import DeepFM  # noqa: E402
 from cel.online import MFInteraction, OnlineCELConfig, resolve_device  # noqa: E402
@@ -84,25 +84,17 @@ def measure(batch: int, args: argparse.Namespace, cfg: OnlineCELConfig,
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="256,1024,4096", help="micro-batch sizes")
     ap.add_argument("--entities", type=int, default=1_000_000, help="known ids per side")
     ap.add_argument("--steps", type=int, default=60, help="timed steps per batch size")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--interaction", choices=sorted(INTERACTIONS), default="mf")
-    ap.add_argument("--clusters", type=int, default=256)
-    ap.add_argument("--initial-clusters", type=int, default=128)
-    ap.add_argument("--state-capacity", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="output path without extension")
+    add_model_args(ap)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    cfg = OnlineCELConfig(user_clusters=args.clusters, item_clusters=args.clusters,
-                          initial_clusters=args.initial_clusters,
-                          state_capacity=args.state_capacity, seed=args.seed)
+    cfg = config_from(args)
     load_before = os.getloadavg()
     rows = []
     for batch in sorted(int(b) for b in args.batches.split(",")):
