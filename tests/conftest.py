@@ -15,12 +15,14 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from celrec.localservers import LocalKafka, LocalRedis
 from celrec.settings import Settings
+
+S = TypeVar("S", LocalKafka, LocalRedis)
 
 
 @dataclass
@@ -36,6 +38,19 @@ class ExternalRedis:
     url: str
 
 
+def _running(server: S, what: str) -> Iterator[S]:
+    """Start ``server`` for the session; failing to start fails the test (never skips)."""
+    try:
+        server.start()
+    except Exception as exc:  # any reason fails the test, with its text
+        server.close()
+        pytest.fail(f"cannot start {what}: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[LocalKafka | ExternalKafka]:
     """A running Kafka: ``.bootstrap_servers``, ``.api_version`` (pass to Settings).
@@ -47,16 +62,7 @@ def kafka_broker() -> Iterator[LocalKafka | ExternalKafka]:
     if external:
         yield ExternalKafka(external, os.environ.get("CELREC_TEST_KAFKA_API_VERSION", "auto"))
         return
-    broker = LocalKafka()
-    try:
-        broker.start()
-    except Exception as exc:  # any reason fails the test, with its text
-        broker.close()
-        pytest.fail(f"cannot start a local Kafka broker: {exc}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.close()
+    yield from _running(LocalKafka(), "a local Kafka broker")
 
 
 @pytest.fixture(scope="session")
@@ -73,16 +79,7 @@ def redis_server() -> Iterator[LocalRedis | ExternalRedis]:
                         pytrace=False)
         yield ExternalRedis(external)
         return
-    server = LocalRedis()
-    try:
-        server.start()
-    except Exception as exc:
-        server.close()
-        pytest.fail(f"cannot start a local redis-server: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from _running(LocalRedis(), "a local redis-server")
 
 
 @pytest.fixture
