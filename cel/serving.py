@@ -23,7 +23,17 @@ import numpy as np
 from cel.idmap import IdMap
 from schemas.snapshot import SIDES, DeltaHeader, SideMeta, SnapshotMeta
 
+DEEP_MODEL_KINDS = ("saml", "dupn")  # served by cel.deep_serving_model (torch)
 _ID_OVERHEAD_BYTES = 120  # rough per-id cost of a Python str + dict entry + list slot
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What a request adds for sequence models: the user's behaviour sequence (oldest
+    first, ``schemas.sequence.Step`` tuples) and the request time (unix s)."""
+
+    steps: Sequence[tuple[str, str, str, float]] = ()
+    now: float = 0.0
 
 
 class ModelDataError(ValueError):
@@ -289,7 +299,8 @@ class ServingModel:
         self._user = _Side("user", meta.sides["user"], arrays, width)
         self._item = _Side("item", meta.sides["item"], arrays, width)
         self._weights = {k: np.asarray(v) for k, v in arrays.items() if k.startswith("model.")}
-        self._scorer = make_scorer(meta.model, self._weights)
+        self.network = dict(meta.network)
+        self._scorer = self._build_scorer(self._weights)
         pop = arrays.get("item.popularity")
         if pop is not None and (pop.ndim != 1 or len(pop) != self._item.n):
             raise ModelDataError(f"item.popularity must hold one count per item ({self._item.n})")
@@ -304,36 +315,71 @@ class ServingModel:
 
     @classmethod
     def from_snapshot(cls, meta: SnapshotMeta, arrays: Mapping[str, np.ndarray]) -> ServingModel:
+        """The serving model of the snapshot's kind (saml/dupn run their network)."""
+        if meta.model in DEEP_MODEL_KINDS:
+            from cel.deep_serving_model import DeepServingModel  # torch only when needed
+
+            return DeepServingModel(meta, arrays)
         return cls(meta, arrays)
+
+    # ----------------------------------------------------------------- model hooks
+
+    #: whether scoring needs the user's behaviour sequence (``schemas.sequence``)
+    needs_sequence = False
+
+    def _build_scorer(self, weights: Mapping[str, np.ndarray]) -> Scorer:
+        return make_scorer(self.kind, weights)
+
+    def _check_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        make_scorer(self.kind, weights)  # raises ModelDataError before anything changes
+
+    def _raw_scores(self, user_row: int, item_rows: np.ndarray, scenario: str | None,
+                    request: RequestContext | None) -> np.ndarray:
+        return self._scorer.scores(self._user.table[user_row], self._item.table[item_rows])
+
+    def _user_vector(self, user_row: int, scenario: str | None,
+                     request: RequestContext | None) -> np.ndarray:
+        return self._user.table[user_row, :-1].astype(np.float64)  # factors, no bias
 
     # ----------------------------------------------------------------- reading
 
-    def score(self, user_id: str, item_ids: Sequence[str], scenario: str | None = None
-              ) -> tuple[np.ndarray, bool, list[bool]]:
+    def score(self, user_id: str, item_ids: Sequence[str], scenario: str | None = None,
+              request: RequestContext | None = None) -> tuple[np.ndarray, bool, list[bool]]:
         """Scores (probabilities under logloss) of ``item_ids`` for ``user_id``; unknown ids
-        are scored with the cold-start rows and flagged, never refused."""
+        are scored with the cold-start rows and flagged, never refused. ``request``: the
+        user's sequence and the time (models with ``needs_sequence``)."""
         with self._lock:
             user_row, unknown_user = self._user_row(user_id)
             rows = self._item.rows_of(item_ids)
             unknown = rows < 0
             if unknown.any():
                 rows[unknown] = self._cold_item_row(scenario)
-            raw = self._scorer.scores(self._user.table[user_row], self._item.table[rows])
+            raw = self._raw_scores(user_row, rows, scenario, request)
             return self._output(raw), unknown_user, unknown.tolist()
+
+    def representation(self, user_id: str, scenario: str | None = None,
+                       request: RequestContext | None = None) -> tuple[np.ndarray, bool]:
+        """The user's vector and whether the user is unknown (then: the cold-start user's).
+        mf and saml: the user's embedding row (its cluster row, bias left out); dupn: the
+        user representation (sequence -> gated LSTM -> attention, plus the user row)."""
+        with self._lock:
+            user_row, unknown_user = self._user_row(user_id)
+            return self._user_vector(user_row, scenario, request), unknown_user
 
     def recommend(self, user_id: str, n: int, scenario: str | None = None,
                   exclude: Collection[str] = ()) -> list[tuple[str, float]]:
         return self.retrieve(user_id, n, scenario, exclude).items
 
     def retrieve(self, user_id: str, n: int, scenario: str | None = None,
-                 exclude: Collection[str] = ()) -> Retrieval:
+                 exclude: Collection[str] = (), request: RequestContext | None = None
+                 ) -> Retrieval:
         """Top ``n`` items by cluster retrieval: best item rows first (a cold user: the
         scenario's most popular rows), members of a row by popularity."""
         with self._lock:
             user_row, unknown_user = self._user_row(user_id)
             item = self._item
             live = np.flatnonzero(item.counts[: item.rows] > 0)
-            raw = self._scorer.scores(self._user.table[user_row], item.table[live])
+            raw = self._raw_scores(user_row, live, scenario, request)
             if unknown_user:
                 prior = self._prior_for(scenario)[live]
                 order = np.lexsort((-raw, -prior))
@@ -446,7 +492,7 @@ class ServingModel:
             weights = plan["weights"]
             if weights:
                 self._weights.update(weights)
-                self._scorer = make_scorer(self.kind, self._weights)
+                self._scorer = self._build_scorer(self._weights)
             self.side_meta.update(header.sides)
             self.seq = header.seq
             self.created_at = header.created_at
@@ -497,7 +543,7 @@ class ServingModel:
                                             len(scenarios), allow_missing=True)
         plan["weights"] = {k: np.asarray(v) for k, v in arrays.items() if k.startswith("model.")}
         if plan["weights"]:
-            make_scorer(self.kind, {**self._weights, **plan["weights"]})  # fails before changes
+            self._check_weights({**self._weights, **plan["weights"]})  # fails before changes
         return plan
 
     # ----------------------------------------------------------------- internals
@@ -564,5 +610,6 @@ class ServingModel:
                 + self._prior.nbytes + self._members.nbytes + weights)
 
 
-__all__ = ["DeltaMismatch", "MFScorer", "ModelDataError", "ModelInfo", "Retrieval",
+__all__ = ["DEEP_MODEL_KINDS", "DeltaMismatch", "MFScorer", "ModelDataError", "ModelInfo",
+           "RequestContext", "Retrieval",
            "RetrievalStats", "SCORERS", "Scorer", "ServingModel", "SideInfo", "make_scorer"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from celrec.settings import SettingsError, load_settings
+from celrec.settings import Settings, SettingsError, load_settings
 
 
 def _add_http_args(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"celrec: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _run_command(args, settings)
+    except SettingsError as exc:  # e.g. a CELREC_MODEL the trainer cannot learn
+        print(f"celrec: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         from celrec.allinone import run_all_in_one
 

@@ -99,7 +99,8 @@ class Settings(BaseSettings):
         "default); 1 is fastest on small shared machines, where threads stall each other",
     )
     model: Literal["mf", "deepfm", "saml", "dupn"] = Field(
-        "mf", description="interaction model the trainer learns"
+        "mf", description="interaction model the trainer learns and the service serves: "
+        "mf, saml or dupn (deepfm is offline-only: the trainer refuses it at start-up)"
     )
     embedding_dim: int = Field(32, ge=1, le=1024, description="embedding dimension")
     user_clusters: int = Field(256, ge=1, le=1_000_000, description="user cluster budget")
@@ -125,6 +126,26 @@ class Settings(BaseSettings):
         "recommendations (0 disables)"
     )
     seed: int = Field(0, description="random seed of model initialisation")
+    max_scenarios: int = Field(
+        8, ge=1, le=64, description="saml: scenarios that get their own branch as they appear "
+        "(later ones share the auxiliary network); dupn: scenarios with their own embedding "
+        "(later ones share one)",
+    )
+    sequence_length: int = Field(
+        50, ge=1, le=1000, description="saml/dupn: recent behaviours kept per user (the "
+        "behaviour sequence, also in the state store for serving)",
+    )
+    deep_learning_rate: float = Field(
+        0.005, gt=0, le=1, description="saml/dupn: Adam learning rate of the streaming learner"
+    )
+    split_every: int = Field(
+        10, ge=1, le=100_000, description="saml/dupn: optimiser steps between GPCA splits of "
+        "each CEL table (from the gradients accumulated meanwhile)",
+    )
+    reassign_window: int = Field(
+        128, ge=0, le=100_000, description="saml/dupn: recent samples (of the current batch) "
+        "whose entities are reassigned by loss after each step (0 disables)",
+    )
 
     # Service
     score_max_items: int = Field(

@@ -73,6 +73,24 @@ class RecommendationsResponse(BaseModel):
     items: list[RecommendedItem] = Field(description="best first")
 
 
+class RepresentationResponse(BaseModel):
+    user_id: str
+    scenario: str | None = Field(description="scenario of the request (dupn: the context)")
+    model: str = Field(description="model kind that produced the vector (mf, saml, dupn)")
+    model_version: int
+    model_seq: int
+    unknown_user: bool = Field(
+        description="never seen by the model: the vector of the most common user cluster "
+        "(dupn: computed from an empty or served behaviour sequence)"
+    )
+    kind: Literal["embedding", "representation"] = Field(
+        description="embedding: the user's row of the user table (mf, saml; mf without its "
+        "bias); representation: dupn's user representation (pooled behaviour sequence and "
+        "the user's row), for downstream tasks"
+    )
+    vector: list[float]
+
+
 class ModelSide(BaseModel):
     entities: int = Field(description="known ids")
     rows: int = Field(description="rows of the embedding table")
@@ -113,4 +131,4 @@ class TrainerProgress(BaseModel):
 
 __all__ = ["Event", "ErrorDetail", "ErrorResponse", "HealthResponse", "IngestResponse",
            "ItemScore", "ModelResponse", "ModelSide", "RecommendationsResponse",
-           "RecommendedItem", "ScoresResponse", "TrainerProgress"]
+           "RecommendedItem", "RepresentationResponse", "ScoresResponse", "TrainerProgress"]

@@ -18,6 +18,7 @@ MAX_CONTEXT_ENTRIES = 16
 # Events older than this are data-entry mistakes, not interactions (MovieLens starts in 1995).
 EARLIEST_TIMESTAMP = datetime(1990, 1, 1, tzinfo=UTC)
 MAX_CLOCK_SKEW = timedelta(days=1)
+PRICE_LEVELS = 7  # price_level is 0 (cheapest) .. PRICE_LEVELS - 1
 
 
 class EventType(StrEnum):
@@ -45,6 +46,11 @@ class Event(BaseModel):
     timestamp: datetime | None = None
     context: dict[ContextKey, ContextValue] = Field(
         default_factory=dict, max_length=MAX_CONTEXT_ENTRIES
+    )
+    price_level: int | None = Field(
+        None, ge=0, le=PRICE_LEVELS - 1, strict=True,
+        description="price band of the item, 0 (cheapest) to 6; optional (DUPN's price "
+        "preference task learns from events that carry it)",
     )
 
     @field_validator("value")

@@ -46,11 +46,10 @@ def encode_event(event: Event, accepted_at: float) -> tuple[bytes, bytes]:
     """(key, value) for the event log. The event must be complete (id and time assigned)."""
     if event.event_id is None or event.timestamp is None:
         raise ValueError("only completed events (with event_id and timestamp) are encoded")
-    body = {
-        "schema": SCHEMA_VERSION,
-        "accepted_at": accepted_at,
-        "event": event.model_dump(mode="json"),
-    }
+    fields = event.model_dump(mode="json")
+    if fields.get("price_level") is None:  # optional and new: absent keeps old readers happy
+        fields.pop("price_level", None)
+    body = {"schema": SCHEMA_VERSION, "accepted_at": accepted_at, "event": fields}
     return message_key(event), json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 

@@ -28,6 +28,19 @@ Array names (``{side}`` is ``user`` or ``item``; S = snapshot, D = delta):
 - ``scenario.item_cluster_popularity`` (S, D): f32 (scenarios, item rows), positive
   events per scenario and item row: the cold-start prior.
 - ``model.{name}`` (S, D): f32, the interaction model's weights.
+
+saml and dupn (``SnapshotMeta.model``) use the same arrays with these meanings:
+
+- ``{side}.table``: the network's global CEL table, live clusters only, with a zero last
+  column (the layout above); retrieval and the dashboard read it, scoring does not;
+- ``{side}.assign`` / ``{side}.changed.*``: the CEL assignment of the user and item tables;
+- ``model.{name}``: the network's ``state_dict`` entries without the per-entity
+  ``*.assignment`` / ``*.counts`` buffers (f32; SAML's ``slot_of``, scenario index -> branch,
+  is int64 and grows as scenarios get branches); every delta carries all of them;
+- ``SnapshotMeta.network``: the config to rebuild the network (``cel.deep_serving``); the
+  scenario index is the position in ``scenarios``;
+- each user's behaviour sequence is not an array: it is a state-store key of its own
+  (``schemas.sequence``), read by the service per request.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,6 +91,11 @@ class SnapshotMeta(BaseModel):
     sides: dict[str, SideMeta]
     scenarios: list[str] = Field(default_factory=list)
     arrays: list[str] = Field(description="names of the arrays stored with this version")
+    network: dict[str, Any] = Field(
+        default_factory=dict,
+        description="saml/dupn: what rebuilds the network (cel.deep_serving.network_spec: "
+        "kind, config, max_scenarios, behaviours); empty for mf",
+    )
 
 
 class DeltaHeader(BaseModel):

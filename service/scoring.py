@@ -5,6 +5,11 @@ the seen-list read is a blocking store call and must not stall the event loop. /
 no I/O (~0.1 ms of numpy under the model lock) and runs on the event loop: the thread-pool
 hand-off cost more than the scoring (a quarter of the server's CPU per request).
 Each request takes the model reference once, so one answer comes from one version.
+
+saml and dupn also need the user's behaviour sequence, a state-store read per request: for
+them /scores hands the read and the forward pass to the thread pool. A store that cannot be
+read costs the sequence, not the answer (scored with an empty one, logged).
+GET /users/{user_id}/representation returns the user's vector for downstream tasks.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
 from pydantic import StringConstraints
 
-from cel.serving import ServingModel
+from cel.serving import RequestContext, ServingModel
 from celrec.backends import BackendUnavailable
 from schemas.api import (
     ErrorResponse,
@@ -26,8 +32,10 @@ from schemas.api import (
     ModelSide,
     RecommendationsResponse,
     RecommendedItem,
+    RepresentationResponse,
     ScoresResponse,
 )
+from schemas.sequence import SequenceFormatError, decode_sequence
 from schemas.state import StateKeys
 from service.errors import ApiError
 from service.follower import ModelFollower
@@ -95,7 +103,11 @@ def build_router(state: ServiceState) -> APIRouter:
                            f"{len(item_id)} item_id values exceed the limit of "
                            f"{settings.score_max_items}")
         model = current_model()
-        values, unknown_user, unknown = model.score(user_id, item_id, scenario)
+        if model.needs_sequence:
+            values, unknown_user, unknown = await run_in_threadpool(
+                lambda: model.score(user_id, item_id, scenario, request_context(user_id)))
+        else:
+            values, unknown_user, unknown = model.score(user_id, item_id, scenario)
         _finite(values)
         return {
             "user_id": user_id, "scenario": scenario, "score_kind": _score_kind(model),
@@ -124,7 +136,8 @@ def build_router(state: ServiceState) -> APIRouter:
         status = "not_requested"
         if exclude_seen:
             seen, status = read_seen(user_id)
-        result = model.retrieve(user_id, n, scenario, seen)
+        context = request_context(user_id) if model.needs_sequence else None
+        result = model.retrieve(user_id, n, scenario, seen, context)
         _finite(s for _, s in result.items)
         return RecommendationsResponse(
             user_id=user_id, scenario=scenario, score_kind=_score_kind(model),
@@ -132,6 +145,40 @@ def build_router(state: ServiceState) -> APIRouter:
             unknown_user=result.unknown_user, seen_excluded=status,  # type: ignore[arg-type]
             items=[RecommendedItem(item_id=i, score=s) for i, s in result.items],
         )
+
+    @router.get(
+        "/users/{user_id}/representation",
+        response_model=RepresentationResponse,
+        summary="The user's vector (dupn: the user representation) for downstream tasks",
+        responses={422: _INVALID, 503: _NO_MODEL},
+    )
+    def representation(
+        user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)],
+        scenario: Scenario = None,
+    ) -> RepresentationResponse:
+        model = current_model()
+        context = request_context(user_id) if model.needs_sequence else None
+        vector, unknown_user = model.representation(user_id, scenario, context)
+        _finite(vector)
+        return RepresentationResponse(
+            user_id=user_id, scenario=scenario, model=model.kind,
+            model_version=model.version, model_seq=model.seq, unknown_user=unknown_user,
+            kind="representation" if model.kind == "dupn" else "embedding",
+            vector=vector.tolist(),
+        )
+
+    def request_context(user_id: str) -> RequestContext:
+        """The user's published behaviour sequence (empty when none or unreadable)."""
+        now = time.time()
+        if not follower.store_reachable:
+            return RequestContext((), now)
+        try:
+            raw = state.store.get(keys.user_sequence(user_id))
+            steps = decode_sequence(raw) if raw is not None else []
+        except (BackendUnavailable, SequenceFormatError) as exc:
+            log.warning("behaviour sequence of a user unreadable, scored without: %s", exc)
+            steps = []
+        return RequestContext(steps, now)
 
     def read_seen(user_id: str) -> tuple[set[str], str]:
         if not follower.store_reachable:  # known outage: do not wait on a timeout per request

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from celrec.settings import Settings
+from celrec.settings import Settings, SettingsError
 from schemas.events import Event
 
 
@@ -35,8 +35,23 @@ class Learner(ABC):
         """Load what :meth:`state` produced (blobs may be missing on a first start)."""
 
 
-def make_learner(settings: Settings) -> Learner:
-    """The learner the settings ask for (online CEL with the MF interaction for now)."""
-    from trainer.cel_learner import CELLearner
+class UnsupportedModel(SettingsError):
+    """CELREC_MODEL names a model the streaming trainer does not learn."""
 
-    return CELLearner(settings)
+
+def make_learner(settings: Settings) -> Learner:
+    """The learner ``CELREC_MODEL`` asks for: online CEL with MF, SAML or DUPN.
+
+    deepfm is evaluated offline only (``celrec eval``); the trainer refuses it rather than
+    silently training another model."""
+    if settings.model == "mf":
+        from trainer.cel_learner import CELLearner
+
+        return CELLearner(settings)
+    if settings.model in ("saml", "dupn"):
+        from trainer.deep_models import DUPNLearner, SAMLLearner
+
+        return SAMLLearner(settings) if settings.model == "saml" else DUPNLearner(settings)
+    raise UnsupportedModel(
+        f"CELREC_MODEL={settings.model} is not supported by the streaming trainer "
+        "(supported: mf, saml, dupn; deepfm is available offline through `celrec eval`)")

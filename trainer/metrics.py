@@ -125,6 +125,9 @@ def predict_before_learn(learner: Learner, events: list[Event]
     the labels the learner will use; None for a learner that cannot predict."""
     model, ids = getattr(learner, "model", None), getattr(learner, "ids", None)
     label = getattr(learner, "_label", None)
+    predict_events = getattr(learner, "predict_events", None)
+    if predict_events is not None and label is not None:  # saml/dupn: their own inputs
+        return predict_events(events), np.array([label(e) for e in events], dtype=np.float64)
     if model is None or ids is None or label is None or not hasattr(model, "predict"):
         return None
     if getattr(getattr(model, "config", None), "loss", "logloss") != "logloss":

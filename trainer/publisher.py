@@ -27,11 +27,13 @@ from schemas.snapshot import (
 )
 from schemas.state import StateKeys, encode_array
 from trainer.cel_learner import MODEL_KIND, CELLearner
+from trainer.deep_learner import DeepLearner
 
 log = logging.getLogger(__name__)
 
 ACCEPTED_SAMPLE = 256  # acceptance times carried per delta, for the freshness histogram
 SEEN_TTL_S = 30 * 86_400
+PublishedLearner = CELLearner | DeepLearner
 
 
 class Publisher:
@@ -70,7 +72,7 @@ class Publisher:
                     self._seen[event.user_id].append(event.item_id.encode())
 
     # -- publishing --------------------------------------------------------------------
-    def maybe_publish(self, learner: CELLearner, progress: TrainerProgress,
+    def maybe_publish(self, learner: PublishedLearner, progress: TrainerProgress,
                       now: float | None = None) -> str | None:
         """Publish what is due; returns "snapshot", "delta" or None."""
         now = time.monotonic() if now is None else now
@@ -97,23 +99,37 @@ class Publisher:
             self.store.list_push_many(seen, self.settings.seen_items_max, ttl_s=SEEN_TTL_S)
             self._seen.clear()
 
+    def _flush_sequences(self, learner: PublishedLearner) -> None:
+        """saml/dupn: rewrite the behaviour sequences changed since the last publish (before
+        the model state that learnt from them becomes visible)."""
+        values = getattr(learner, "sequence_values", None)
+        if values is None:
+            return
+        pending = values(self.keys)
+        if pending:
+            self.store.put(pending, ttl_s=SEEN_TTL_S)
+        learner.sequences_published()  # type: ignore[union-attr]
+
     def _take_accepted(self) -> list[float]:
         taken, self._accepted, self._accepted_seen = self._accepted, [], 0
         return taken
 
-    def publish_snapshot(self, learner: CELLearner, progress: TrainerProgress) -> int:
+    def publish_snapshot(self, learner: PublishedLearner, progress: TrainerProgress) -> int:
         current = self.store.get(self.keys.model_current)
         version = max(int(current or 0), self.version) + 1
         arrays = learner.snapshot_arrays()
         meta = SnapshotMeta(
-            version=version, created_at=time.time(), model=MODEL_KIND, loss="logloss",
+            version=version, created_at=time.time(),
+            model=getattr(learner, "model_kind", MODEL_KIND), loss="logloss",
             dim=self.settings.embedding_dim, events_applied=progress.events_applied,
             offsets=progress.offsets, sides=learner.side_meta(), scenarios=learner.scenarios,
             arrays=sorted(arrays),
+            network=learner.network_spec() if isinstance(learner, DeepLearner) else {},
         )
         values = {self.keys.model_array(version, n): encode_array(a) for n, a in arrays.items()}
         values[self.keys.model_meta(version)] = meta.model_dump_json().encode()
         self._flush_seen()
+        self._flush_sequences(learner)
         self.store.put(values)
         self.store.put({self.keys.model_current: str(version).encode()})
         if self._version_keys:  # the replaced version stays readable for a grace period
@@ -127,7 +143,7 @@ class Publisher:
                  meta.sides["user"].entities, meta.sides["item"].entities)
         return version
 
-    def publish_delta(self, learner: CELLearner, progress: TrainerProgress) -> int:
+    def publish_delta(self, learner: PublishedLearner, progress: TrainerProgress) -> int:
         first_new, splits, arrays = learner.delta_arrays()
         seq = self.seq + 1
         header = DeltaHeader(
@@ -143,6 +159,7 @@ class Publisher:
         # Deltas outlive the next snapshot, which replaces them, by the grace period.
         ttl = 2 * self.settings.snapshot_interval_s + self.settings.version_grace_s
         self._flush_seen()
+        self._flush_sequences(learner)
         self.store.put({delta_key: encode_bundle(header, arrays),
                         seq_key: str(seq).encode()}, ttl_s=ttl)
         self._version_keys += [delta_key, seq_key]

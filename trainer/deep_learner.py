@@ -1,0 +1,461 @@
+"""Streaming learner for the deep models on CEL tables (SAML, DUPN): the shared mechanics.
+
+String ids map to internal ids (``cel.idmap``); the model's CEL tables grow with new ids,
+each new id joining the most populous cluster of its table on first sight. Per micro-batch:
+one Adam step; a ``GradientSplitter`` per table splits a cluster along the first principal
+component of its members' accumulated gradients every ``CELREC_SPLIT_EVERY`` steps; then the
+entities of the newest ``CELREC_REASSIGN_WINDOW`` samples (only those) are reassigned to the
+cluster with the lowest loss on those samples, so the cost of a batch does not grow with the
+number of entities. Subclasses (``trainer.deep_models``) say how events become model inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from cel.deep_serving import SequenceRows, build_network, published_weights
+from cel.grad_split import GradientSplitter, reassign_by_loss
+from cel.idmap import IdMap
+from cel.tables import ClusteredEmbedding, resolve_device
+from celrec.settings import Settings
+from schemas.events import Event, EventType
+from schemas.sequence import Step, encode_sequence
+from schemas.snapshot import SIDES, SideMeta, assignment_dtype, decode_bundle, encode_bundle
+from schemas.state import StateKeys
+from trainer.learner import Learner, LearnStats
+from trainer.sequences import InternalStep, UserSequences
+
+log = logging.getLogger(__name__)
+
+BEHAVIOURS = [e.value for e in EventType]
+STATE_BLOB = "deep.state"
+STATE_FORMAT = 1
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _ModelView:
+    """What the trainer's metrics read of a model (device, memory, cluster sizes)."""
+
+    def __init__(self, learner: DeepLearner):
+        self._learner = learner
+        self.device = learner.device
+
+    def memory_bytes(self) -> int:
+        return int(self._learner.net.memory_bytes())
+
+    def cluster_sizes(self, side: str) -> torch.Tensor:
+        table = self._learner.tables[side]
+        return table.counts[: table.num_active].clone()
+
+
+class DeepLearner(Learner):
+    kind: str = ""
+    blob_names = (STATE_BLOB,)
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.max_scenarios = settings.max_scenarios
+        self.model_kind = self.kind
+        self.dim = settings.embedding_dim
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            self.spec = self.build_spec()
+            self.net: nn.Module = build_network(self.spec, self.device)
+        self.tables: dict[str, ClusteredEmbedding] = self.net.clustered_tables()
+        for table in self.tables.values():  # start empty: ids arrive with the stream
+            table.assignment = table.assignment[:0].clone()
+            table.num_entities = 0
+            table.recount()
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.deep_learning_rate)
+        self.splitters = {side: GradientSplitter(t, settings.split_every, self.opt,
+                                                 self._split_hook(side))
+                          for side, t in self.tables.items()}
+        self.gen = torch.Generator().manual_seed(settings.seed)
+        self.ids = {side: IdMap() for side in SIDES}
+        self.scenarios: list[str] = []
+        self._scenario_index: dict[str, int] = {}
+        self.sequences = UserSequences(settings.sequence_length)
+        self.item_popularity = np.zeros(0, np.int64)
+        self.scenario_prior = np.zeros((0, self.tables["item"].max_clusters), np.float32)
+        self.totals = {"events": 0, "skipped": 0, "splits": 0, "reassigned": 0}
+        self.model = _ModelView(self)
+        self._reset_changes()
+
+    # -- what subclasses provide ---------------------------------------------------------
+    @abstractmethod
+    def build_spec(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch loss, per-sample click logits) of prepared inputs."""
+
+    @abstractmethod
+    def _window_losses(self, batch: dict[str, Any], side: str) -> Any:
+        """A closure giving per-sample losses of ``batch`` under the current assignment of
+        ``side`` (for ``reassign_by_loss``)."""
+
+    @abstractmethod
+    def _tensors(self, users: np.ndarray, items: np.ndarray, scen: np.ndarray,
+                 seqs: list[SequenceRows], now: np.ndarray) -> dict[str, Any]: ...
+
+    def _on_new_scenario(self, index: int, name: str) -> None:
+        """Called once per scenario, in order of first sight."""
+
+    # -- ids, scenarios, labels ----------------------------------------------------------
+    def _label(self, event: Event) -> float:
+        if event.event_type is EventType.rating:
+            return float(event.value >= self.settings.rating_positive_threshold)
+        return float(event.value > 0)
+
+    def scenario_of(self, name: str | None) -> int | None:
+        return None if name is None else self._scenario_index.get(name)
+
+    def _register_scenario(self, name: str) -> int:
+        index = self._scenario_index.get(name)
+        if index is None:
+            index = self._scenario_index[name] = len(self.scenarios)
+            self.scenarios.append(name)
+            self.scenario_prior = np.vstack([self.scenario_prior, np.zeros(
+                (1, self.scenario_prior.shape[1]), np.float32)])
+            self._on_new_scenario(index, name)
+        return index
+
+    def _admit(self, side: str) -> None:
+        """Give ids first seen since the last call a cluster: the table's most populous."""
+        table = self.tables[side]
+        known, placed = len(self.ids[side]), len(table.assignment)
+        if known <= placed:
+            return
+        cluster = int(torch.argmax(table.counts[: table.num_active]))
+        fresh = torch.full((known - placed,), cluster, dtype=table.assignment.dtype,
+                           device=table.assignment.device)
+        table.assignment = torch.cat([table.assignment, fresh])
+        table.num_entities = known
+        table.counts[cluster] += known - placed
+
+    def _prepare(self, events: list[Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        users, _ = self.ids["user"].lookup_or_add(e.user_id for e in events)
+        items, _ = self.ids["item"].lookup_or_add(e.item_id for e in events)
+        for side in SIDES:
+            self._admit(side)
+        scen = np.array([self._register_scenario(e.scenario) for e in events], np.int64)
+        return users, items, scen
+
+    @staticmethod
+    def _time(event: Event) -> float:
+        return event.timestamp.timestamp() if event.timestamp is not None else 0.0
+
+    def _inputs(self, events: list[Event]) -> tuple[dict[str, Any], list[tuple[int, InternalStep]]]:
+        """Model inputs of the batch, each event with its user's sequence *before* it (in
+        event order); returns the steps to append once the batch is accepted."""
+        users, items, scen = self._prepare(events)
+        pending: dict[int, list[InternalStep]] = {}
+        appends: list[tuple[int, InternalStep]] = []
+        seqs, now = [], np.array([self._time(e) for e in events])
+        cap = self.settings.sequence_length
+        for k, event in enumerate(events):
+            user = int(users[k])
+            steps = self.sequences.steps(user) + pending.get(user, [])
+            seqs.append(UserSequences.rows(steps[-cap:], self.scenario_codes()))
+            if self._label(event) > 0:
+                step = InternalStep(int(items[k]), BEHAVIOURS.index(event.event_type.value),
+                                    int(scen[k]), float(now[k]))
+                pending.setdefault(user, []).append(step)
+                appends.append((user, step))
+        batch = self._tensors(users, items, scen, seqs, now)
+        labels = [self._label(e) for e in events]
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32, device=self.device)
+        batch["purchase"] = torch.tensor(
+            [float(y > 0 and e.event_type is EventType.purchase)
+             for y, e in zip(labels, events, strict=True)], device=self.device)
+        batch["price"] = torch.tensor(
+            [e.price_level if y > 0 and e.price_level is not None else -1
+             for y, e in zip(labels, events, strict=True)], device=self.device)
+        return batch, appends
+
+    def scenario_codes(self) -> np.ndarray:
+        """Network scenario id of each scenario index (identity unless overridden)."""
+        return np.arange(len(self.scenarios), dtype=np.int64)
+
+    # -- learning ------------------------------------------------------------------------
+    def learn(self, events: list[Event]) -> LearnStats:
+        self.net.train()
+        batch, appends = self._inputs(events)
+        self.opt.zero_grad(set_to_none=True)
+        loss, _ = self._forward(batch)
+        if not torch.isfinite(loss):
+            self.opt.zero_grad(set_to_none=True)
+            self.totals["skipped"] += len(events)
+            return LearnStats(events=len(events), skipped=True)
+        loss.backward()
+        grads_ok = all(torch.isfinite(p.grad).all() for p in self.net.parameters()
+                       if p.grad is not None)
+        if not grads_ok:
+            self.opt.zero_grad(set_to_none=True)
+            self.totals["skipped"] += len(events)
+            return LearnStats(events=len(events), skipped=True)
+        self.opt.step()
+        extra = {f"splits_{side}": float(sp.step()) for side, sp in self.splitters.items()}
+        extra.update({f"reassigned_{side}": float(n) for side, n in self._reassign(batch).items()})
+        for user, step in appends:
+            self.sequences.append(user, step)
+        self._note(batch, events)
+        self.totals["events"] += len(events)
+        return LearnStats(events=len(events), loss=float(loss.detach()), extra=extra)
+
+    def _reassign(self, batch: dict[str, Any]) -> dict[str, int]:
+        """Reassign the entities of the newest samples by loss; moves per side."""
+        window = self.settings.reassign_window
+        moved = {side: 0 for side in self.tables}
+        if not window:
+            return moved
+        self.net.eval()
+        for side, table in self.tables.items():
+            if table.num_active < 2:
+                continue
+            ids = batch[f"{side}_ids"][-window:]
+            before = table.assignment[ids].clone()
+            moved[side] = reassign_by_loss(table, ids, self._window_losses(batch, side),
+                                           generator=self.gen)
+            changed = ids[table.assignment[ids] != before]
+            if len(changed):
+                self._changed[side].append(changed.cpu().numpy())
+        self.totals["reassigned"] += sum(moved.values())
+        return moved
+
+    def _split_hook(self, side: str):
+        def on_split(parent: int, child: int) -> None:
+            if hasattr(self.net, "on_split"):
+                self.net.on_split(side, parent, child)
+            members = (self.tables[side].assignment == child).nonzero().flatten()
+            self._changed[side].append(members.cpu().numpy())
+            self._splits.append((side, parent, child, int(len(members))))
+            self.totals["splits"] += 1
+        return on_split
+
+    def _note(self, batch: dict[str, Any], events: list[Event]) -> None:
+        for side in SIDES:
+            self._changed[side].append(batch[f"{side}_ids"].cpu().numpy())
+        positive = batch["labels"].cpu().numpy() > 0
+        if not positive.any():
+            return
+        items = batch["item_ids"].cpu().numpy()[positive]
+        n = len(self.ids["item"])
+        if len(self.item_popularity) < n:
+            grown = np.zeros(max(n, 2 * len(self.item_popularity)), np.int64)
+            grown[: len(self.item_popularity)] = self.item_popularity
+            self.item_popularity = grown
+        np.add.at(self.item_popularity, items, 1)
+        self._popular.append(items)
+        rows = self.tables["item"].clusters_of(torch.from_numpy(items).to(self.device))
+        scen = batch["scenario_index"][positive]
+        np.add.at(self.scenario_prior, (scen, rows.cpu().numpy()), 1.0)
+
+    # -- predictions ---------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_events(self, events: list[Event]) -> np.ndarray:
+        """Click probabilities of the events as learn() would see them (before learning)."""
+        self.net.eval()
+        batch, _ = self._inputs(events)
+        _, logits = self._forward(batch)
+        return torch.sigmoid(logits).cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def predict(self, user_id: str, item_ids: list[str], scenario: str | None, now: float
+                ) -> np.ndarray:
+        """Click probabilities of known items for a known user at time ``now`` (the
+        trainer's own forward pass, one example per item)."""
+        self.net.eval()
+        user = int(self.ids["user"].lookup([user_id])[0])
+        items = self.ids["item"].lookup(item_ids)
+        if user < 0 or (items < 0).any():
+            raise KeyError("predict() takes known ids only")
+        index = self.scenario_of(scenario)
+        seq = UserSequences.rows(self.sequences.steps(user), self.scenario_codes())
+        n = len(items)
+        batch = self._tensors(np.full(n, user), items,
+                              np.full(n, -1 if index is None else index), [seq] * n,
+                              np.full(n, float(now)))
+        batch["labels"] = batch["purchase"] = torch.zeros(n, device=self.device)
+        batch["price"] = torch.full((n,), -1, device=self.device)
+        _, logits = self._forward(batch)
+        return torch.sigmoid(logits).cpu().numpy().astype(np.float64)
+
+    # -- publishing ----------------------------------------------------------------------
+    def _reset_changes(self) -> None:
+        self._changed: dict[str, list[np.ndarray]] = {s: [] for s in SIDES}
+        self._popular: list[np.ndarray] = []
+        self._splits: list[tuple[str, int, int, int]] = []
+        self._published_entities = {s: len(self.ids[s]) for s in SIDES}
+
+    @property
+    def has_changes(self) -> bool:
+        return any(self._changed[s] for s in SIDES) or bool(self.sequences.dirty) or any(
+            len(self.ids[s]) != self._published_entities[s] for s in SIDES)
+
+    def side_meta(self) -> dict[str, SideMeta]:
+        return {s: SideMeta(entities=len(self.ids[s]), rows=self.tables[s].num_active,
+                            clustered=True) for s in SIDES}
+
+    def _rows(self, side: str, internal: np.ndarray) -> np.ndarray:
+        return self.tables[side].clusters_of(torch.from_numpy(internal).to(self.device)
+                                             ).cpu().numpy()
+
+    def _common_arrays(self) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {}
+        for side, table in self.tables.items():
+            rows = table.weight[: table.num_active].detach().cpu().numpy().astype(np.float32)
+            arrays[f"{side}.table"] = np.hstack([rows, np.zeros((len(rows), 1), np.float32)])
+        for name, value in published_weights(self.net).items():
+            arrays[f"model.{name}"] = value
+        m = self.tables["item"].num_active
+        arrays["scenario.item_cluster_popularity"] = self.scenario_prior[:, :m].copy()
+        return arrays
+
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        arrays = self._common_arrays()
+        for side in SIDES:
+            rows = self._rows(side, np.arange(len(self.ids[side]), dtype=np.int64))
+            arrays[f"{side}.assign"] = rows.astype(assignment_dtype(self.tables[side].num_active))
+            arrays[f"{side}.ids.blob"], arrays[f"{side}.ids.offsets"] = \
+                self.ids[side].export_arrays()
+        pop = np.zeros(len(self.ids["item"]), np.int32)
+        k = min(len(pop), len(self.item_popularity))
+        pop[:k] = self.item_popularity[:k]
+        arrays["item.popularity"] = pop
+        self._reset_changes()
+        return arrays
+
+    def delta_arrays(self) -> tuple[dict[str, int], list[tuple[str, int, int, int]],
+                                    dict[str, np.ndarray]]:
+        arrays = self._common_arrays()
+        first_new = dict(self._published_entities)
+        for side in SIDES:
+            new = np.arange(first_new[side], len(self.ids[side]), dtype=np.int64)
+            fresh = IdMap()
+            fresh.lookup_or_add(self.ids[side].external(new))
+            arrays[f"{side}.new_ids.blob"], arrays[f"{side}.new_ids.offsets"] = \
+                fresh.export_arrays()
+            changed = np.unique(np.concatenate([new, *self._changed[side]]).astype(np.int64))
+            arrays[f"{side}.changed.index"] = changed
+            arrays[f"{side}.changed.row"] = self._rows(side, changed).astype(np.int32)
+        popular = (np.unique(np.concatenate(self._popular)) if self._popular
+                   else np.zeros(0, np.int64)).astype(np.int64)
+        arrays["item.popularity.index"] = popular
+        arrays["item.popularity.value"] = self.item_popularity[popular].astype(np.int32)
+        splits = self._splits
+        self._reset_changes()
+        return first_new, splits, arrays
+
+    def sequence_values(self, keys: StateKeys) -> dict[str, bytes]:
+        """State-store values of the sequences changed since the last publish."""
+        out = {}
+        for user in self.sequences.dirty:
+            steps = self.sequences.steps(user)
+            items = self.ids["item"].external(s.item for s in steps)
+            out[keys.user_sequence(self.ids["user"].external([user])[0])] = encode_sequence(
+                [Step(i, BEHAVIOURS[s.behaviour], self.scenarios[s.scenario], s.time)
+                 for i, s in zip(items, steps, strict=True)])
+        return out
+
+    def sequences_published(self) -> None:
+        self.sequences.dirty.clear()
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state(self) -> dict[str, bytes]:
+        arrays: dict[str, np.ndarray] = {
+            f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        for k, value in self.opt.state_dict()["state"].items():
+            for name, tensor in value.items():
+                arrays[f"opt.{k}.{name}"] = torch.as_tensor(tensor).detach().cpu().numpy()
+        for side in SIDES:
+            arrays[f"ids.{side}.blob"], arrays[f"ids.{side}.offsets"] = \
+                self.ids[side].export_arrays()
+        arrays.update(self.sequences.export())
+        arrays["item_popularity"] = self.item_popularity
+        arrays["scenario_prior"] = self.scenario_prior
+        arrays["gen"] = self.gen.get_state().numpy()
+        for side, sp in self.splitters.items():  # the split window in progress, too
+            arrays[f"split.{side}.hits"] = sp._hits.cpu().numpy()
+            parts = sp._parts
+            arrays[f"split.{side}.ids"] = (torch.cat([p[0] for p in parts]).cpu().numpy()
+                                           if parts else np.zeros(0, np.int64))
+            arrays[f"split.{side}.grads"] = (
+                torch.cat([p[1] for p in parts]).cpu().numpy() if parts
+                else np.zeros((0, self.tables[side].dim), np.float32))
+        header = _Header(
+            kind=self.kind, format=STATE_FORMAT, scenarios=self.scenarios,
+            totals=self.totals, num_branches=getattr(self.net, "num_branches", None),
+            tables={s: t.num_active for s, t in self.tables.items()},
+            splitters={s: [sp.target, sp.steps, sp.splits] for s, sp in self.splitters.items()},
+        )
+        return {STATE_BLOB: encode_bundle(header, arrays)}
+
+    def restore(self, blobs: dict[str, bytes]) -> None:
+        blob = blobs.get(STATE_BLOB)
+        if not blob:
+            return  # first start (or a checkpoint of the mf learner): start fresh
+        header, arrays = decode_bundle(blob)
+        if header.get("kind") != self.kind or header.get("format") != STATE_FORMAT:
+            log.warning("checkpoint of model %r ignored: this trainer learns %r",
+                        header.get("kind"), self.kind)
+            return
+        state = {k[4:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("net.")}
+        for side, table in self.tables.items():  # entity-sized buffers take the saved size
+            prefix = "user_table" if side == "user" else "item_table"
+            table.assignment = state[f"{prefix}.assignment"].clone().to(self.device)
+            table.num_entities = len(table.assignment)
+            table.num_active = int(header["tables"][side])
+        if "slot_of" in state:
+            self.net.slot_of = state["slot_of"].clone().to(self.device)
+            self.net.num_branches = int(header["num_branches"])
+        self.net.load_state_dict(state)
+        opt_state = self.opt.state_dict()
+        params: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in arrays.items():
+            if key.startswith("opt."):
+                _, index, name = key.split(".", 2)
+                params.setdefault(int(index), {})[name] = torch.from_numpy(value)
+        opt_state["state"] = params
+        self.opt.load_state_dict(opt_state)
+        for side in SIDES:
+            self.ids[side] = IdMap.from_arrays(arrays[f"ids.{side}.blob"],
+                                               arrays[f"ids.{side}.offsets"])
+            target, steps, splits = header["splitters"][side]
+            sp = self.splitters[side]
+            sp.target, sp.steps, sp.splits = int(target), int(steps), int(splits)
+            sp._hits = torch.from_numpy(arrays[f"split.{side}.hits"]).to(self.device)
+            ids = torch.from_numpy(arrays[f"split.{side}.ids"]).to(self.device)
+            sp._parts = [(ids, torch.from_numpy(arrays[f"split.{side}.grads"]).to(
+                self.device))] if len(ids) else []
+        self.sequences.load(arrays)
+        self.item_popularity = arrays["item_popularity"].astype(np.int64)
+        self.scenario_prior = arrays["scenario_prior"].astype(np.float32)
+        self.scenarios = list(header["scenarios"])
+        self._scenario_index = {s: k for k, s in enumerate(self.scenarios)}
+        self.totals = {k: int(v) for k, v in header["totals"].items()}
+        self.gen.set_state(torch.from_numpy(arrays["gen"].copy()))
+        self._reset_changes()
+        self._published_entities = {s: 0 for s in SIDES}  # the next publish is a snapshot
+
+    @property
+    def events_applied(self) -> int:
+        return self.totals["events"]
+
+    def positives(self) -> int:
+        return int(self.item_popularity.sum())
+
+    def network_spec(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.spec))
