@@ -177,7 +177,7 @@ class DeepNet:
         """DUPN: the user representation; SAML: the user's global embedding row."""
         users = self._point("user", np.array([user_row]))
         if isinstance(self.net, DUPN):
-            self._point("item", seq.items)
+            self._point("item", seq.items if len(seq.items) else np.zeros(1, np.int64))
             rep = self._dupn_rep(users, scenario, self._sequence(seq, now, 0))
             return rep[0].numpy().astype(np.float64)
         return self.tables["user"](users)[0].numpy().astype(np.float64)

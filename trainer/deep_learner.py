@@ -68,12 +68,12 @@ class DeepLearner(Learner):
         self.device = resolve_device(settings.device)
         self.max_scenarios = settings.max_scenarios
         self.model_kind = self.kind
-        self.dim = settings.embedding_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             self.spec = self.build_spec()
             self.net: nn.Module = build_network(self.spec, self.device)
         self.tables: dict[str, ClusteredEmbedding] = self.net.clustered_tables()
+        self.dim = self.tables["user"].dim  # published table width minus the bias column
         for table in self.tables.values():  # start empty: ids arrive with the stream
             table.assignment = table.assignment[:0].clone()
             table.num_entities = 0

@@ -121,7 +121,8 @@ class Publisher:
         meta = SnapshotMeta(
             version=version, created_at=time.time(),
             model=getattr(learner, "model_kind", MODEL_KIND), loss="logloss",
-            dim=self.settings.embedding_dim, events_applied=progress.events_applied,
+            dim=getattr(learner, "dim", self.settings.embedding_dim),
+            events_applied=progress.events_applied,
             offsets=progress.offsets, sides=learner.side_meta(), scenarios=learner.scenarios,
             arrays=sorted(arrays),
             network=learner.network_spec() if isinstance(learner, DeepLearner) else {},
