@@ -221,3 +221,19 @@ def test_a_diverged_model_is_503_not_500(client, writer, app_state):
                  "model_invalid")
     assert_error(client.get("/recommendations/alice"), 503, "model_invalid")
     assert client.get("/scores", params={"user_id": "alice", "item_id": "b0"}).status_code == 200
+
+
+def test_representation_of_mf_is_the_users_row_without_bias(client, writer, app_state):
+    assert_error(client.get("/users/bob/representation"), 503, "model_not_loaded")
+    publish(writer, app_state)
+    body = client.get("/users/bob/representation", params={"scenario": "app"}).json()
+    assert body["model"] == "mf" and body["kind"] == "embedding"
+    assert body["model_version"] == 3 and body["unknown_user"] is False
+    assert body["vector"] == pytest.approx(USER_TABLE[1][:-1])  # bob is in row 1
+    cold = client.get("/users/stranger/representation").json()
+    assert cold["unknown_user"] is True and cold["vector"] == pytest.approx(USER_TABLE[0][:-1])
+    assert_error(client.get("/users/" + "x" * 129 + "/representation"), 422)
+    spec = client.get("/openapi.json").json()
+    responses = spec["paths"]["/users/{user_id}/representation"]["get"]["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/RepresentationResponse")
