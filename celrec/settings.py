@@ -146,6 +146,10 @@ class Settings(BaseSettings):
         128, ge=0, le=100_000, description="saml/dupn: recent samples (of the current batch) "
         "whose entities are reassigned by loss after each step (0 disables)",
     )
+    reassign_candidates: int = Field(
+        8, ge=1, le=1024, description="saml/dupn: clusters tried per reassignment besides "
+        "each entity's own (random live ones plus the newest split child)",
+    )
 
     # Service
     score_max_items: int = Field(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from cel.deep_serving import SequenceRows, build_network, published_weights
-from cel.grad_split import GradientSplitter, reassign_by_loss
+from cel.grad_split import GradientSplitter
 from cel.idmap import IdMap
 from cel.tables import ClusteredEmbedding, resolve_device
 from celrec.settings import Settings
@@ -31,6 +31,7 @@ from schemas.sequence import Step, encode_sequence
 from schemas.snapshot import SIDES, SideMeta, assignment_dtype, decode_bundle, encode_bundle
 from schemas.state import StateKeys
 from trainer.learner import Learner, LearnStats
+from trainer.reassign import reassign_among
 from trainer.sequences import InternalStep, UserSequences
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class DeepLearner(Learner):
         self.item_popularity = np.zeros(0, np.int64)
         self.scenario_prior = np.zeros((0, self.tables["item"].max_clusters), np.float32)
         self.totals = {"events": 0, "skipped": 0, "splits": 0, "reassigned": 0}
+        self._newest = {side: 0 for side in SIDES}  # newest split child: a candidate
         self.model = _ModelView(self)
         self._reset_changes()
 
@@ -226,10 +228,10 @@ class DeepLearner(Learner):
             if table.num_active < 2:
                 continue
             ids = batch[f"{side}_ids"][-window:]
-            before = table.assignment[ids].clone()
-            moved[side] = reassign_by_loss(table, ids, self._window_losses(batch, side),
-                                           generator=self.gen)
-            changed = ids[table.assignment[ids] != before]
+            changed = reassign_among(table, ids, self._window_losses(batch, side),
+                                     self.settings.reassign_candidates, self.gen,
+                                     extra=[self._newest[side]])
+            moved[side] = len(changed)
             if len(changed):
                 self._changed[side].append(changed.cpu().numpy())
         self.totals["reassigned"] += sum(moved.values())
@@ -242,6 +244,7 @@ class DeepLearner(Learner):
             members = (self.tables[side].assignment == child).nonzero().flatten()
             self._changed[side].append(members.cpu().numpy())
             self._splits.append((side, parent, child, int(len(members))))
+            self._newest[side] = child
             self.totals["splits"] += 1
         return on_split
 
