@@ -26,6 +26,7 @@ from cel.dupn import DUPN, DUPNConfig, Sequence, gap_buckets
 from cel.saml import SAML, SAMLConfig
 
 DEEP_KINDS = ("saml", "dupn")
+Layers = list[tuple[np.ndarray, np.ndarray]]  # (weight.T, bias) per Linear of an MLP
 _ENTITY_STATE = (".assignment", ".counts")  # per-entity buffers: never in the weights
 
 
@@ -101,6 +102,80 @@ def sequence_tensors(seqs: list[SequenceRows], now: np.ndarray, time_buckets: in
                     torch.from_numpy(mask).to(device))
 
 
+def _layers(mlp: nn.Sequential) -> Layers:
+    return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+            for m in mlp if isinstance(m, nn.Linear)]
+
+
+def _run_mlp(x: np.ndarray, layers: Layers) -> np.ndarray:
+    """Linear layers with ReLU between them (none after the last), as ``dupn._mlp``."""
+    for k, (w, b) in enumerate(layers):
+        x = x @ w + b
+        if k < len(layers) - 1:
+            np.maximum(x, 0.0, out=x)
+    return x
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
+
+
+class NumpyDUPN:
+    """DUPN's user part for one request in numpy (float32): the same maths as
+    ``DUPN.user_representation`` without torch's per-op overhead, which dominates at batch
+    size one (a 50-step LSTM is ~700 tiny ops). The candidate head stays torch's own
+    ``score_candidates`` (a few ops, batched over the candidates)."""
+
+    def __init__(self, net: DUPN):
+        cfg = net.config
+        if cfg.num_categories or net.user_table is None:
+            raise ValueError("the numpy DUPN path needs a user table and no categories")
+        f32 = np.float32
+        self.hidden = cfg.hidden
+        self.item_weight = net.item_table.weight.detach().numpy().astype(f32)
+        self.user_weight = net.user_table.weight.detach().numpy().astype(f32)
+        self.behaviour = net.behaviour.weight.detach().numpy().astype(f32)
+        self.scenario = net.scenario.weight.detach().numpy().astype(f32)
+        self.time_gap = net.time_gap.weight.detach().numpy().astype(f32)
+        self.context = [t.weight.detach().numpy().astype(f32) for t in net.context]
+        lstm = net.lstm
+        self.w_in = lstm.input_proj.weight.detach().numpy().T.copy()
+        self.b_in = lstm.input_proj.bias.detach().numpy().copy()
+        self.w_prop = lstm.property_proj.weight.detach().numpy().T.copy()
+        self.w_rec = lstm.recurrent.weight.detach().numpy().T.copy()
+        self.attention = _layers(net.attention)
+
+    def representation(self, user_row: int, scenario: int, items: np.ndarray,
+                       behaviours: np.ndarray, scenarios: np.ndarray, gaps: np.ndarray
+                       ) -> np.ndarray:
+        h_dim = self.hidden
+        user = self.user_weight[user_row]
+        if len(items) == 0:  # an empty sequence pools to zeros
+            return np.concatenate([np.zeros(h_dim, np.float32), user])
+        props = np.concatenate([self.behaviour[behaviours], self.scenario[scenarios],
+                                self.time_gap[gaps]], axis=1)
+        pre = self.item_weight[items] @ self.w_in + self.b_in
+        pre[:, : 3 * h_dim] += props @ self.w_prop
+        h = np.zeros(h_dim, np.float32)
+        c = np.zeros(h_dim, np.float32)
+        states = np.empty((len(items), h_dim), np.float32)
+        for t in range(len(items)):
+            z = pre[t] + h @ self.w_rec
+            gates = _sigmoid(z[: 3 * h_dim])
+            c = gates[h_dim: 2 * h_dim] * c + gates[:h_dim] * np.tanh(z[3 * h_dim:])
+            h = gates[2 * h_dim:] * np.tanh(c)
+            states[t] = h
+        parts = [states, props]
+        if self.context:
+            ctx = np.concatenate([t[scenario] for t in self.context])
+            parts.append(np.broadcast_to(ctx, (len(items), len(ctx))))
+        scores = _run_mlp(np.concatenate(parts, axis=1), self.attention)[:, 0]
+        weights = np.exp(scores - scores.max())
+        weights /= weights.sum()
+        return np.concatenate([weights @ states, user])
+
+
+
 class DeepNet:
     """A published SAML or DUPN network, scored per request (not thread-safe: the caller
     holds a lock, the tables' assignments are per-request scratch)."""
@@ -138,6 +213,7 @@ class DeepNet:
             own = self.net.state_dict()
             for name, value in state.items():
                 own[name].copy_(value.to(own[name].dtype))
+        self.fast = NumpyDUPN(self.net) if isinstance(self.net, DUPN) else None
 
     # -- requests ------------------------------------------------------------------------
     def _point(self, side: str, rows: np.ndarray) -> torch.Tensor:
@@ -146,21 +222,25 @@ class DeepNet:
         table.assignment = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         return torch.arange(len(rows))
 
-    def _sequence(self, seq: SequenceRows, now: float, offset: int) -> Sequence:
-        shifted = seq._replace(items=np.arange(offset, offset + len(seq.items)))
-        return sequence_tensors([shifted], np.array([now]), self.net.config.time_buckets)
+    def _fast_rep(self, user_row: int, scenario: int, seq: SequenceRows, now: float
+                  ) -> np.ndarray:
+        assert self.fast is not None
+        gaps = gap_buckets(torch.from_numpy(now - seq.times), self.net.config.time_buckets)
+        return self.fast.representation(user_row, scenario, seq.items, seq.behaviours,
+                                        seq.scenarios, gaps.numpy())
 
     @torch.no_grad()
     def logits(self, user_row: int, item_rows: np.ndarray, scenario: int,
                seq: SequenceRows, now: float) -> np.ndarray:
         """Raw click logits of the candidate rows for one user (one request)."""
+        if self.fast is not None:  # dupn: user part once, the head over all candidates
+            rep = torch.from_numpy(self._fast_rep(user_row, scenario, seq, now))
+            ids = self._point("item", np.asarray(item_rows, np.int64))
+            out = self.net.score_candidates(rep.unsqueeze(0), ids.unsqueeze(0))
+            return out.ctr[0].numpy().astype(np.float64)
         c = len(item_rows)
         users = self._point("user", np.array([user_row]))
         ids = self._point("item", np.concatenate([item_rows, seq.items]).astype(np.int64))
-        if isinstance(self.net, DUPN):
-            rep = self._dupn_rep(users, scenario, self._sequence(seq, now, c))
-            out = self.net.score_candidates(rep, ids[:c].unsqueeze(0))
-            return out.ctr[0].numpy().astype(np.float64)
         hist = torch.arange(c, c + len(seq.items)).unsqueeze(0).expand(c, -1)
         mask = torch.ones_like(hist, dtype=torch.bool) if len(seq.items) else None
         if mask is None:
@@ -168,16 +248,11 @@ class DeepNet:
         out = self.net(users.expand(c), ids[:c], torch.full((c,), scenario), None, hist, mask)
         return out.logit.numpy().astype(np.float64)
 
-    def _dupn_rep(self, users: torch.Tensor, scenario: int, seq: Sequence) -> torch.Tensor:
-        return self.net.user_representation(seq, users, torch.tensor([[scenario]]))
-
     @torch.no_grad()
     def representation(self, user_row: int, scenario: int, seq: SequenceRows, now: float
                        ) -> np.ndarray:
         """DUPN: the user representation; SAML: the user's global embedding row."""
+        if self.fast is not None:
+            return self._fast_rep(user_row, scenario, seq, now).astype(np.float64)
         users = self._point("user", np.array([user_row]))
-        if isinstance(self.net, DUPN):
-            self._point("item", seq.items if len(seq.items) else np.zeros(1, np.int64))
-            rep = self._dupn_rep(users, scenario, self._sequence(seq, now, 0))
-            return rep[0].numpy().astype(np.float64)
         return self.tables["user"](users)[0].numpy().astype(np.float64)

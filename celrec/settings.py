@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         "each CEL table (from the gradients accumulated meanwhile)",
     )
     reassign_window: int = Field(
-        128, ge=0, le=100_000, description="saml/dupn: recent samples (of the current batch) "
+        64, ge=0, le=100_000, description="saml/dupn: recent samples (of the current batch) "
         "whose entities are reassigned by loss after each step (0 disables)",
     )
     reassign_candidates: int = Field(

@@ -14,6 +14,7 @@ from cel.deep_serving import SequenceRows, network_spec, sequence_tensors
 from cel.dupn import DUPN, DUPNConfig
 from cel.saml import SAMLConfig
 from trainer.deep_learner import BEHAVIOURS, DeepLearner
+from trainer.sequences import UserSequences
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,21 @@ class DUPNLearner(DeepLearner):
                 "item_ids": torch.from_numpy(items).to(dev), "scenario_index": scen,
                 "context": torch.from_numpy(context.reshape(-1, 1)).to(dev),
                 "seq": sequence_tensors(seqs, now, self.net.config.time_buckets, dev)}
+
+    @torch.no_grad()
+    def representation(self, user_id: str, scenario: str | None, now: float) -> np.ndarray:
+        """The trainer's own user representation of a known user at time ``now``."""
+        self.net.eval()
+        user = int(self.ids["user"].lookup([user_id])[0])
+        if user < 0:
+            raise KeyError(user_id)
+        index = self.scenario_of(scenario)
+        seq = UserSequences.rows(self.sequences.steps(user), self.scenario_codes())
+        batch = self._tensors(np.array([user]), np.array([0]),
+                              np.array([-1 if index is None else index]), [seq],
+                              np.array([float(now)]))
+        rep = self.net.user_representation(batch["seq"], batch["user_ids"], batch["context"])
+        return rep[0].cpu().numpy().astype(np.float64)
 
     def _forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         logits, price = self.net(batch["seq"], batch["item_ids"], batch["user_ids"],

@@ -193,8 +193,10 @@ def test_serving_flags_unknown_ids_and_gives_a_representation(kind):
     vector, unknown_user = served.representation("u2", "s0",
                                                  RequestContext(decode_sequence(raw), now))
     assert not unknown_user and np.isfinite(vector).all()
-    if kind == "dupn":  # pooled sequence + the user's row
+    if kind == "dupn":  # pooled sequence + the user's row, as the trainer computes it
         assert len(vector) == learner.net.rep_dim
+        np.testing.assert_allclose(vector, learner.representation("u2", "s0", now),
+                                   rtol=1e-5, atol=1e-6)
     else:  # the user's embedding row
         user = torch.from_numpy(learner.ids["user"].lookup(["u2"]))
         np.testing.assert_allclose(vector, learner.net.user_table(user)[0].detach().numpy(),
