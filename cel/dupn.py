@@ -46,6 +46,10 @@ class DUPNConfig:
     num_categories: int = 0  # > 0: the item part also has a (plain) category embedding
     category_dim: int = 16
     init_std: float = 0.1
+    # shallow terms next to the MLP heads (an MLP learns products and biases slowly):
+    # a linear item term (popularity) and a dot product of the projected representation
+    # with the item encoding, in the CTR and conversion logits
+    wide: bool = True
 
     def __post_init__(self) -> None:
         if self.table not in ("cel", "full"):
@@ -151,6 +155,13 @@ class DUPN(nn.Module):
         self.ctr_head = _mlp([head_in, *cfg.head_hidden, 1])
         self.cvr_head = _mlp([head_in, *cfg.head_hidden, 1])
         self.price_head = nn.Linear(self.rep_dim, cfg.price_levels)
+        self.wide = None
+        if cfg.wide:  # outputs [ctr, cvr]; start at zero so the MLP heads start as before
+            self.wide = nn.ModuleDict({"item": nn.Linear(item_part, 2, bias=False),
+                                       "user": nn.Linear(self.rep_dim, 2 * cfg.item_encoding,
+                                                         bias=False)})
+            for m in self.wide.values():
+                nn.init.zeros_(m.weight)
         self.to(device)
 
     def _table(self, n: int, clusters: int, device: str | torch.device) -> nn.Module:
@@ -166,6 +177,15 @@ class DUPN(nn.Module):
             raise ValueError("this DUPN has item categories: pass them")
         return torch.cat([rows, self.category(categories)], dim=-1)
 
+    def _sequence_part(self, seq: Sequence) -> torch.Tensor:
+        """Item parts of the real steps only (zeros at padding): padding ids are not
+        lookups, so they add no hits to a CEL table's split statistics."""
+        cats = None if seq.categories is None else seq.categories[seq.mask]
+        real = self.item_part(seq.items[seq.mask], cats)
+        out = real.new_zeros(*seq.items.shape, real.shape[-1])
+        out[seq.mask] = real
+        return out
+
     def properties(self, seq: Sequence) -> torch.Tensor:
         return torch.cat([self.behaviour(seq.behaviours), self.scenario(seq.scenarios),
                           self.time_gap(seq.gaps)], dim=-1)
@@ -176,7 +196,7 @@ class DUPN(nn.Module):
                             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, rep_dim); once per request. An empty sequence pools to zeros (still valid)."""
         props = self.properties(seq)
-        states, _ = self.lstm(self.item_part(seq.items, seq.categories), props, seq.mask)
+        states, _ = self.lstm(self._sequence_part(seq), props, seq.mask)
         parts = [states, props]
         if self.context:
             ctx = torch.cat([t(context[:, k]) for k, t in enumerate(self.context)], dim=1)
@@ -194,9 +214,17 @@ class DUPN(nn.Module):
     def score_candidates(self, rep: torch.Tensor, items: torch.Tensor,
                          categories: torch.Tensor | None = None) -> TaskLogits:
         """``rep`` (B, R), ``items`` (B, C) -> per-candidate logits; the shallow part only."""
-        enc = self.item_encoder(self.item_part(items, categories))  # (B, C, E)
+        part = self.item_part(items, categories)
+        enc = self.item_encoder(part)  # (B, C, E)
         joint = torch.cat([rep.unsqueeze(1).expand(-1, items.shape[1], -1), enc], dim=-1)
-        return TaskLogits(self.ctr_head(joint).squeeze(-1), self.cvr_head(joint).squeeze(-1))
+        ctr, cvr = self.ctr_head(joint).squeeze(-1), self.cvr_head(joint).squeeze(-1)
+        if self.wide is not None:
+            item_term = self.wide["item"](part)  # (B, C, 2)
+            user = self.wide["user"](rep).view(len(rep), 2, -1)  # (B, 2, E)
+            dot = torch.einsum("bke,bce->bck", user, enc)
+            ctr = ctr + item_term[..., 0] + dot[..., 0]
+            cvr = cvr + item_term[..., 1] + dot[..., 1]
+        return TaskLogits(ctr, cvr)
 
     def price_logits(self, rep: torch.Tensor) -> torch.Tensor:
         return self.price_head(rep)

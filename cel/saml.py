@@ -1,16 +1,25 @@
 """SAML: scenario-aware mutual learning for multi-scenario CTR, on CEL tables.
 
 Layout (our reconstruction of the ICDM-W 2020 abstract, see docs/saml-dupn.md):
-- representation: global user/item tables (CEL) for every sample, plus one small cluster
-  table per scenario branch that reuses the global assignment (memory K·M·d, not K·N·d);
-  plain embeddings for small context fields (global only);
+- representation: global user/item tables (CEL) for every sample, rows [embedding, bias]
+  (first-order terms as in DeepFM), plus one small cluster table per scenario branch that
+  reuses the global assignment (memory K·M·d, not K·N·d); plain embeddings for small
+  context fields and for the scenario itself (global fields: without the scenario as a
+  field the shared part cannot tell the scenarios' base rates apart and overfits early);
 - behaviour attention: target-item attention over the user's recent items, one bilinear
   score on global embeddings and one per branch on that branch's scenario embeddings; the
   values are the global embeddings of the history items in both;
 - auxiliary network: an MLP on the global representation with its own log loss on every
   sample; hidden layer l of it is an input of layer l + 1 of every branch;
+- interactions: an MLP alone learns a user x item product poorly, so the auxiliary logit
+  has an FM term over the global fields and each branch the product of its scenario
+  embeddings; a scenario embedding is ``e + P_k e + row_k`` (a per-branch linear map of the
+  global embedding, the scenario-specific subspace, plus the scenario cluster row), with
+  ``P_k`` and the rows starting at zero;
 - branches: one MLP per scenario on [global representation, that scenario's
-  representation] (scenario rows start at zero, so a starved scenario starts global).
+  representation]. A branch's output is a deviation added to the auxiliary logit (its
+  head starts near zero), so a starved scenario starts as the shared model and only
+  learns where its own data disagree.
   Every sample runs through every branch, but a branch only learns from its own
   scenario's samples: the others see a detached copy of its states (stop-gradient);
 - mutual unit: cosine similarity (plus a learned per-pair bias) between the sample's own
@@ -48,6 +57,12 @@ class SAMLConfig:
     aux_weight: float = 1.0
     init_std: float = 0.1
     scenario_init_std: float = 0.0  # scenario rows start at zero: no deviation yet
+    scenario_field: bool = True  # the scenario (branch slot) is also a global field
+    # per-branch scenario rows; with full tables they are per entity and memorise a small
+    # scenario's samples, so False keeps only the per-branch maps P_k (rows stay zero)
+    scenario_rows: bool = True
+    rows_in_product: bool = False  # scenario rows also enter the branch's u_k.i_k
+    head_init_std: float = 0.01  # branch heads start near zero: a branch starts as aux
 
     def __post_init__(self) -> None:
         if self.table not in ("cel", "full"):
@@ -100,6 +115,11 @@ class ScenarioTable(nn.Module):
         return sum(w.numel() * w.element_size() for w in list(self.weights)[:branches])
 
 
+def _split_bias(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table rows are [embedding, bias]."""
+    return rows[..., :-1], rows[..., -1]
+
+
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Softmax over the last axis where ``mask``; exactly 0 elsewhere (all-0 rows stay 0)."""
     scores = scores.masked_fill(~mask, float("-inf"))
@@ -121,6 +141,11 @@ class Branch(nn.Module):
         self.pair_bias = nn.Parameter(torch.zeros(max_branches))
         self.gate = nn.Linear(2 * hidden[-1], hidden[-1])
         self.head = nn.Linear(2 * hidden[-1], 1)  # [mixed own state, aux state]
+        # scenario-specific subspace: e_k = e + P_k e (+ the scenario row), P_k starts at 0
+        self.user_map = nn.Linear(dim, dim, bias=False)
+        self.item_map = nn.Linear(dim, dim, bias=False)
+        for m in (self.user_map, self.item_map):
+            nn.init.zeros_(m.weight)
 
     def forward(self, x: torch.Tensor, aux_states: list[torch.Tensor]) -> torch.Tensor:
         h = x
@@ -139,11 +164,20 @@ class SAML(nn.Module):
                                            cfg.scenario_init_std)
         self.item_scenario = ScenarioTable(self.item_table, cfg.max_branches,
                                            cfg.scenario_init_std)
+        if not cfg.scenario_rows:
+            for w in [*self.user_scenario.weights, *self.item_scenario.weights]:
+                w.requires_grad_(False)
         self.context = nn.ModuleList(nn.Embedding(c, cfg.dim) for c in cfg.context_cardinalities)
         for table in self.context:
             nn.init.normal_(table.weight, std=cfg.init_std)
+        # slot embedding; row max_branches: scenarios without a branch
+        self.scenario_field = (nn.Embedding(cfg.max_branches + 1, cfg.dim)
+                               if cfg.scenario_field else None)
+        if self.scenario_field is not None:
+            nn.init.normal_(self.scenario_field.weight, std=cfg.init_std)
         self.global_query = nn.Parameter(torch.eye(cfg.dim))
-        fields = 2 + len(cfg.context_cardinalities) + int(cfg.use_history)
+        fields = (2 + int(cfg.scenario_field) + len(cfg.context_cardinalities)
+                  + int(cfg.use_history))
         rep_dim = fields * cfg.dim  # global and scenario representations are equally wide
         sizes = [rep_dim, *cfg.hidden]
         self.aux_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:],
@@ -152,6 +186,9 @@ class SAML(nn.Module):
         # a branch reads [global representation, its scenario representation]
         self.branches = nn.ModuleList(Branch(2 * rep_dim, cfg.hidden, cfg.dim, cfg.max_branches)
                                       for _ in range(cfg.max_branches))
+        for branch in self.branches:
+            nn.init.normal_(branch.head.weight, std=cfg.head_init_std)
+            nn.init.zeros_(branch.head.bias)
         self.num_branches = cfg.num_scenarios
         # external scenario id -> branch slot (-1: none); grows with add_scenario
         self.register_buffer("slot_of", torch.arange(cfg.num_scenarios, device=device))
@@ -159,7 +196,8 @@ class SAML(nn.Module):
 
     def _table(self, n: int, clusters: int, device: str | torch.device) -> nn.Module:
         cfg = self.config
-        return entity_table(cfg.table, n, cfg.dim, clusters, cfg.init_std, device)
+        # one extra column: the entity's (cluster's) first-order bias, as in DeepFM
+        return entity_table(cfg.table, n, cfg.dim + 1, clusters, cfg.init_std, device)
 
     # -- scenarios -------------------------------------------------------------------
     def add_scenario(self, scenario: int) -> bool:
@@ -197,8 +235,11 @@ class SAML(nn.Module):
         """``history``: (B, L) item ids of the user's recent items, ``history_mask`` (B, L)
         True at real steps (padding ids may be any valid id)."""
         cfg = self.config
-        u, i = self.user_table(users), self.item_table(items)
+        (u, ub), (i, ib) = _split_bias(self.user_table(users)), _split_bias(self.item_table(items))
         ctx = [table(context[:, k]) for k, table in enumerate(self.context)]
+        slot = self.slots(scenarios)
+        if self.scenario_field is not None:
+            ctx.insert(0, self.scenario_field(slot.masked_fill(slot < 0, cfg.max_branches)))
         use_history = cfg.use_history
         if use_history:
             if history is None:
@@ -206,49 +247,62 @@ class SAML(nn.Module):
                 history_mask = torch.zeros_like(history, dtype=torch.bool)
             elif history_mask is None:
                 history_mask = torch.ones_like(history, dtype=torch.bool)
-            keys = self.item_table(history)
+            keys = self.item_table(history)[..., :-1]
             pooled = self._attend(i, keys, keys, self.global_query, history_mask)
         global_rep = torch.cat([u, i, *ctx] + ([pooled] if use_history else []), dim=1)
         aux_states, h = [], global_rep
         for layer in self.aux_layers:
             h = F.relu(layer(h))
             aux_states.append(h)
-        aux_logit = self.aux_head(h).squeeze(1)
+        fields = torch.stack([u, i, *ctx], dim=1)  # FM second order over the global fields
+        fm = 0.5 * (fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)).sum(dim=1)
+        aux_logit = self.aux_head(h).squeeze(1) + fm + ub + ib
 
-        slot = self.slots(scenarios)
-        states = []
+        states, deltas = [], []
         for k in range(self.num_branches):
             own = slot == k
             # a branch with no sample of its own in the batch runs without a graph, so its
             # parameters get no gradient at all (a zero gradient would still move Adam)
             with torch.set_grad_enabled(torch.is_grad_enabled() and bool(own.any())):
-                state = self._branch_state(k, users, items, ctx, history, history_mask,
-                                           keys if use_history else None, global_rep,
-                                           aux_states)
+                state, delta = self._branch_state(k, users, items, u, i, ctx, history,
+                                                  history_mask, keys if use_history else None,
+                                                  global_rep, aux_states)
             if state.requires_grad:
                 state = torch.where(own.unsqueeze(1), state, state.detach())  # stop-gradient
             states.append(state)
+            deltas.append(delta)  # only ever read at the branch's own samples
         logit = aux_logit
         if states:
-            logit = torch.where(slot >= 0, self._mutual(states, slot, h), aux_logit)
+            own_out = self._mutual(states, slot, h, torch.stack(deltas, dim=1))
+            logit = torch.where(slot >= 0, aux_logit + own_out, aux_logit)
         return SAMLOutput(logit, aux_logit, slot >= 0)
 
     def _branch_state(self, k: int, users: torch.Tensor, items: torch.Tensor,
-                      ctx: list[torch.Tensor], history: torch.Tensor | None,
-                      history_mask: torch.Tensor | None, keys: torch.Tensor | None,
-                      global_rep: torch.Tensor, aux_states: list[torch.Tensor]
-                      ) -> torch.Tensor:
+                      u: torch.Tensor, i: torch.Tensor, ctx: list[torch.Tensor],
+                      history: torch.Tensor | None, history_mask: torch.Tensor | None,
+                      keys: torch.Tensor | None, global_rep: torch.Tensor,
+                      aux_states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Branch k's last hidden state and its interaction deviation u_k.i_k - u.i."""
         branch = self.branches[k]
         si = self.item_scenario.lookup(k, items)
-        parts = [global_rep, self.user_scenario.lookup(k, users), si, *ctx]
+        su, su_b = _split_bias(self.user_scenario.lookup(k, users))
+        si, si_b = _split_bias(si)
+        uk, ik = u + branch.user_map(u), i + branch.item_map(i)
+        if self.config.rows_in_product:
+            uk, ik = uk + su, ik + si
+        parts = [global_rep, su, si, *ctx]
         if keys is not None:
-            skeys = self.item_scenario.lookup(k, history)
+            skeys = self.item_scenario.lookup(k, history)[..., :-1]
             parts.append(self._attend(si, skeys, keys, branch.query, history_mask))
-        return branch(torch.cat(parts, dim=1), aux_states)
+        delta = (uk * ik).sum(dim=1) - (u * i).sum(dim=1)
+        if self.config.rows_in_product:
+            delta = delta + su_b + si_b
+        return branch(torch.cat(parts, dim=1), aux_states), delta
 
-    def _mutual(self, states: list[torch.Tensor], slot: torch.Tensor, aux_state: torch.Tensor
-                ) -> torch.Tensor:
-        """Own-branch output after mixing in the similar other branches (per sample)."""
+    def _mutual(self, states: list[torch.Tensor], slot: torch.Tensor, aux_state: torch.Tensor,
+                deltas: torch.Tensor) -> torch.Tensor:
+        """Own-branch deviation from the auxiliary logit, after mixing in the similar other
+        branches (per sample); ``deltas`` (B, K) are the branches' interaction deviations."""
         stacked = torch.stack(states, dim=1)  # (B, K, H)
         k = stacked.shape[1]
         out = stacked.new_zeros(len(slot))
@@ -265,7 +319,8 @@ class SAML(nn.Module):
             mix = torch.einsum("bk,bkh->bh", alpha, group)
             gate = torch.sigmoid(branch.gate(torch.cat([own, mix], dim=1)))
             mixed = own + gate * mix
-            out[rows] = branch.head(torch.cat([mixed, aux_state[rows]], dim=1)).squeeze(1)
+            out[rows] = (branch.head(torch.cat([mixed, aux_state[rows]], dim=1)).squeeze(1)
+                         + deltas[rows, j])
         return out
 
     # -- training helpers --------------------------------------------------------------
@@ -286,5 +341,7 @@ class SAML(nn.Module):
     def memory_bytes(self) -> int:
         """Embedding memory: global tables + assignments + the active scenario tables."""
         size = self.user_table.memory_bytes() + self.item_table.memory_bytes()
+        if not self.config.scenario_rows:
+            return int(size)
         return int(size + self.user_scenario.memory_bytes(self.num_branches)
                    + self.item_scenario.memory_bytes(self.num_branches))

@@ -69,11 +69,13 @@ class MSSpec:
     epochs: int = 8
     batch_size: int = 512
     lr: float = 0.003
+    weight_decay: float = 0.0  # Adam L2, on every parameter
     split_every: int = 5
     reassign_window: int = 8192  # samples scored per side after each epoch (0: no reassign)
     valid_fraction: float = 0.1
     seed: int = 0
     max_branches: int = 8
+    scenario_rows: bool | None = None  # SAML's per-branch rows; None: only on CEL tables
     extra: dict = field(default_factory=dict)
 
 
@@ -171,13 +173,13 @@ def build_saml(task: MSTask, spec: MSSpec) -> _SAMLFit:
                      num_scenarios=min(task.num_scenarios, spec.max_branches),
                      max_branches=max(spec.max_branches, 1), hidden=spec.hidden,
                      context_cardinalities=task.context_cardinalities,
-                     use_history=task.train.history is not None)
+                     use_history=task.train.history is not None,
+                     scenario_rows=(spec.table == "cel" if spec.scenario_rows is None
+                                    else spec.scenario_rows))
     model = SAML(cfg)
     start = _logit(float(task.train.labels.mean()))
-    with torch.no_grad():
+    with torch.no_grad():  # branches output deviations from the auxiliary logit
         model.aux_head.bias.fill_(start)
-        for branch in model.branches:
-            branch.head.bias.fill_(start)
     return _SAMLFit(model)
 
 
@@ -218,7 +220,8 @@ def fit(fitted: _Fitted, train: MSData, spec: MSSpec) -> dict:
     perm = torch.randperm(len(train), generator=gen)
     n_valid = int(len(train) * spec.valid_fraction) if len(train) >= 20 else 0
     valid, learn = train.subset(perm[:n_valid]), train.subset(perm[n_valid:])
-    optimizer = torch.optim.Adam(fitted.module.parameters(), lr=spec.lr)
+    optimizer = torch.optim.Adam(fitted.module.parameters(), lr=spec.lr,
+                                 weight_decay=spec.weight_decay)
     splitters = fitted.splitters(optimizer, spec.split_every)
     best, best_auc, curve = None, -1.0, []
     try:

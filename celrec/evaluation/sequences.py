@@ -209,6 +209,7 @@ class SeqSpec:
     time_buckets: int = 16
     seed: int = 0
     limit: int = 0  # replay only the first N events (0: all)
+    start: int = 0  # skip the first events (a later, disjoint stretch: validation runs)
 
 
 @dataclass
@@ -320,7 +321,7 @@ def run_stream(log: EventLog, spec: SeqSpec, models: tuple[str, ...] = ("dupn", 
                ) -> list[dict]:
     """Replay the log once per model on identical batches (same negatives)."""
     hist = build_histories(log, spec.max_len, spec.time_buckets)
-    n = len(log) if spec.limit <= 0 else min(spec.limit, len(log))
+    n = len(log) if spec.limit <= 0 else min(spec.start + spec.limit, len(log))
     prior = math.log(1.0 / spec.negatives)  # positives : negatives = 1 : negatives
     results = []
     for name in models:
@@ -342,7 +343,7 @@ def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
     recent: list[_Batch] = []
     seconds, steps = 0.0, 0
     try:
-        for start in range(0, n, spec.batch_events):
+        for start in range(min(spec.start, n), n, spec.batch_events):
             batch = _expand(log, hist, np.arange(start, min(start + spec.batch_events, n)),
                             spec.negatives, gen)
             u_counts.append(user_seen[batch.users])
@@ -373,9 +374,10 @@ def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
     pred, label = torch.cat(preds), torch.cat(labels)
     memory = run.memory_bytes()
     full = full_bytes(log.num_users, log.num_items, spec.dim + 1, "both")
+    events = n - min(spec.start, n)
     result = {"method": run.name, "rmse": None, "mse": None, "auc": auc(pred, label),
-              "logloss": logloss(pred, label), "events": n,
-              "samples": len(label), "events_per_s": n / seconds if seconds else None,
+              "logloss": logloss(pred, label), "events": events,
+              "samples": len(label), "events_per_s": events / seconds if seconds else None,
               "memory_bytes": memory, "compression_ratio": full / memory,
               "buckets": {"item": bucketed(pred, label, torch.cat(i_counts), "binary"),
                           "user": bucketed(pred, label, torch.cat(u_counts), "binary")},

@@ -72,7 +72,7 @@ def test_scenario_tables_share_the_global_assignment() -> None:
     model = _model()
     table = model.item_table
     table.assign(torch.arange(30) % 5)
-    assert model.item_scenario.weights[0].shape == (5, 4)  # M x d, not N x d
+    assert model.item_scenario.weights[0].shape == (5, 5)  # M x (d + bias), not N x d
     ids = torch.tensor([3, 8, 13])  # all in cluster 3
     rows = model.item_scenario.lookup(1, ids)
     assert torch.equal(rows[0], rows[1]) and torch.equal(rows[1], rows[2])
