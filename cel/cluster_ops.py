@@ -36,9 +36,10 @@ def cluster_losses(rec: Recommender, side: str, data: Interactions,
         part = data.subset(slice(start, start + chunk))
         inv = inverse[start:start + chunk]
         ids = part.ids(side)
-        personal = table.personal[ids] if table.personal is not None else 0.0
+        own = table.offset(ids)  # personal vector / own bias move with the entity
         for c in range(m):
-            rows = table.weight[c].expand(len(part), -1) + personal
+            rows = table.weight[c].expand(len(part), -1)
+            rows = rows if own is None else rows + own
             score = rec.score(part, **{f"{side}_emb": rows})
             losses[:, c].index_add_(0, inv, rec.loss(score, part.labels))
     return entities, losses

@@ -6,8 +6,9 @@ doubles during growth, as in the reference code's decreasing frequency) and afte
 until ``reassign_epochs``; then, optionally, a personalisation phase.
 
 Options past the reference code (all off by default): a separate L2 and optimiser for the
-cluster rows, a dedicated prior row for rarely seen entities, and an evidence margin for
-reassignment (see ``TrainConfig``).
+cluster rows, a dedicated prior row for rarely seen entities, an evidence margin for
+reassignment, and a shrinkage prior for the own per-entity biases of tables built with
+``entity_bias`` (see ``TrainConfig``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class TrainConfig:
     # True: entities with more than ``prior_max_count`` interactions may not move into the
     # prior row, which then stays a row of rarely seen entities only
     prior_exclusive: bool = False
+    # clustered tables with ``entity_bias``: an L2 pull of each entity's own bias towards
+    # its cluster's bias, of total strength ``entity_bias_prior`` per entity whatever its
+    # number of interactions n (each interaction carries 1/n of it): the classic shrinkage
+    # sum(residual) / (n + prior), so a rarely seen entity keeps close to its cluster's bias
+    entity_bias_prior: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cluster_optimizer not in ("adam", "sgd"):
@@ -112,10 +118,12 @@ def make_optimizer(rec: Recommender, config: TrainConfig) -> Optimizers:
 
 def train_step(rec: Recommender, optimizer: torch.optim.Optimizer | Optimizers,
                batch: Interactions, reg: float, personal_l2: float = 0.0,
-               cluster_reg: float | None = None) -> float:
+               cluster_reg: float | None = None,
+               penalty: Callable[[Interactions], torch.Tensor] | None = None) -> float:
     """One gradient step; returns the batch's mean data loss.
 
-    ``cluster_reg`` replaces ``reg`` for the clustered side(s)."""
+    ``cluster_reg`` replaces ``reg`` for the clustered side(s); ``penalty(batch)`` is added
+    to the training loss."""
     u, i = rec.user_table(batch.users), rec.item_table(batch.items)
     data_loss = rec.loss(rec.model(u, i, batch.context), batch.labels).mean()
     sides = rec.clustered_sides()
@@ -125,6 +133,8 @@ def train_step(rec: Recommender, optimizer: torch.optim.Optimizer | Optimizers,
     if personal_l2 > 0:
         for side in rec.clustered_sides():
             loss = loss + personal_l2 * rec.table(side).personal_penalty(batch.ids(side))
+    if penalty is not None:
+        loss = loss + penalty(batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -152,6 +162,24 @@ class OfflineCEL:
             self.reg = config.cel_reg
         self._next_reassign = config.reassign_every
         self._interval = config.reassign_every
+        self._bias_weight: dict[str, torch.Tensor] = {}  # side -> prior / n per entity
+
+    def _start_bias_prior(self, train: Interactions) -> None:
+        if self.config.entity_bias_prior <= 0:
+            return
+        for side in self.rec.clustered_sides():
+            table = self.rec.table(side)
+            if table.bias is not None:
+                n = torch.bincount(train.ids(side), minlength=table.num_entities)
+                self._bias_weight[side] = self.config.entity_bias_prior / n.clamp(min=1)
+
+    def _bias_penalty(self, batch: Interactions) -> torch.Tensor:
+        """Mean over the batch of prior/n_e * b_e^2 (b_e: the entity's own bias)."""
+        total = batch.labels.new_zeros(())
+        for side, weight in self._bias_weight.items():
+            ids = batch.ids(side)
+            total = total + (weight[ids] * self.rec.table(side).bias[ids].pow(2)).mean()
+        return total
 
     def _growing(self) -> bool:
         return any(self.rec.table(s).num_active < self.rec.table(s).max_clusters
@@ -205,7 +233,7 @@ class OfflineCEL:
         for start in range(0, len(train), cfg.batch_size):
             batch = train.subset(order[start:start + cfg.batch_size])
             loss = train_step(self.rec, self.optimizer, batch, self.reg, personal_l2,
-                              cfg.cluster_reg)
+                              cfg.cluster_reg, self._bias_penalty if self._bias_weight else None)
             total += loss * len(batch)
             self.history.steps += 1
             self.history.events += len(batch)
@@ -218,6 +246,7 @@ class OfflineCEL:
         """Run the schedule; ``on_epoch(epoch, self)`` may return a validation metric."""
         cfg, hist = self.config, self.history
         clustered = bool(self.rec.clustered_sides())
+        self._start_bias_prior(train)
         if clustered and self._prior is not None:
             self.start_prior(train)
         for epoch in range(cfg.epochs):

@@ -8,6 +8,7 @@ sits on top and every method is compared at a known memory cost.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -50,11 +51,14 @@ class ClusteredEmbedding(nn.Module):
     cluster does not take a step proportional to its size. ``num_active`` rows are in use;
     rows past it are the budget still free for splits. With ``enable_personal`` each entity
     also gets an own offset, pulled towards zero (i.e. towards its cluster row) by an L2 term.
+    ``entity_bias``: each entity also owns one scalar added to the last column of its row
+    (the models' bias column), so the bias is not quantised by the cluster; one float per
+    entity, counted in ``memory_bytes``. Off by default.
     """
 
     def __init__(self, num_entities: int, dim: int, max_clusters: int,
                  init_std: float = 0.1, average_gradients: bool = True,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", entity_bias: bool = False) -> None:
         super().__init__()
         self.num_entities, self.dim, self.max_clusters = num_entities, dim, max_clusters
         self.weight = nn.Parameter(torch.randn(max_clusters, dim, device=device) * init_std)
@@ -64,6 +68,9 @@ class ClusteredEmbedding(nn.Module):
         self.counts[0] = num_entities
         self.num_active = 1
         self.personal: nn.Parameter | None = None
+        self.bias: nn.Parameter | None = None
+        if entity_bias:
+            self.bias = nn.Parameter(torch.zeros(num_entities, device=device))
         if average_gradients:
             self.weight.register_hook(self._average)
 
@@ -73,11 +80,18 @@ class ClusteredEmbedding(nn.Module):
     def clusters_of(self, ids: torch.Tensor) -> torch.Tensor:
         return self.assignment[ids].long()
 
+    def offset(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """What the entities ``ids`` add to whichever cluster row they use (None: nothing)."""
+        out = self.personal[ids] if self.personal is not None else None
+        if self.bias is not None:
+            own = F.pad(self.bias[ids].unsqueeze(1), (self.dim - 1, 0))
+            out = own if out is None else out + own
+        return out
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = self.weight[self.clusters_of(ids)]
-        if self.personal is not None:
-            rows = rows + self.personal[ids]
-        return rows
+        extra = self.offset(ids)
+        return rows if extra is None else rows + extra
 
     def assign(self, assignment: torch.Tensor) -> None:
         """Replace the whole assignment (dense ids -> cluster ids) and refresh the counts."""
@@ -112,9 +126,14 @@ class ClusteredEmbedding(nn.Module):
     def memory_bytes(self) -> int:
         size = self.weight.numel() * self.weight.element_size()
         size += self.assignment.numel() * self.assignment.element_size()
-        if self.personal is not None:
-            size += self.personal.numel() * self.personal.element_size()
+        for own in (self.personal, self.bias):
+            if own is not None:
+                size += own.numel() * own.element_size()
         return size
+
+    def table_bytes(self) -> int:
+        """The embedding table alone (cluster rows), without per-entity state."""
+        return self.weight.numel() * self.weight.element_size()
 
 
 def entity_table(kind: str, num_entities: int, dim: int, max_clusters: int,

@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "into the prior row (default: only rare entities may join it)")
     p.add_argument("--reassign-margin", type=float, default=d.reassign_margin,
                    help="a move must lower an entity's summed loss by margin*sqrt(n)")
+    p.add_argument("--no-entity-bias", dest="entity_bias", action="store_false",
+                   help="cel: no own bias per entity (default: each entity of a clustered "
+                        "side keeps an own, unclustered bias, counted in its memory)")
+    p.add_argument("--entity-bias-prior", type=float, default=10.0,
+                   help="cel: shrinkage of the own biases towards the cluster's, as a count")
     p.add_argument("--reassign-epochs", type=int, default=15)
     p.add_argument("--split-choice", default=d.split_choice,
                    choices=("interactions", "members", "loss", "random"))
@@ -125,10 +130,11 @@ def main(argv: list[str]) -> int:
                          cluster_lr=args.cluster_lr, prior_max_count=args.prior_max_count,
                          reassign_min_count=args.reassign_min_count,
                          reassign_margin=args.reassign_margin,
-                         prior_exclusive=args.prior_exclusive)
+                         prior_exclusive=args.prior_exclusive,
+                         entity_bias_prior=args.entity_bias_prior)
     spec = RunSpec(methods=methods, model=args.model, dim=args.dim, clusters=args.clusters,
                    side=args.side, protocol=args.protocol, device=args.device, seed=args.seed,
-                   train=config)
+                   train=config, entity_bias=args.entity_bias)
     try:
         prep = prepare(args.data, args.format, args.protocol, args.seed, args.train, args.test,
                        args.negatives)

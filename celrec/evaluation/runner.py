@@ -40,6 +40,7 @@ class RunSpec:
     stream_batch: int = 256
     stream_window: int = 20_000  # recent events CEL's cluster steps see in a stream
     online: dict = field(default_factory=dict)  # OnlineCELConfig overrides for cel-online
+    entity_bias: bool = False  # cel: an own, unclustered bias per entity (counted in memory)
 
 
 # cel-online on ratings (squared loss): OnlineCELConfig's defaults are for click logloss;
@@ -59,13 +60,17 @@ def _metric(pred: torch.Tensor, labels: torch.Tensor, task: str) -> float | None
 
 def _result(method: str, pred: torch.Tensor, data: Interactions, task: str,
             user_counts: torch.Tensor, item_counts: torch.Tensor, memory: int, full: int,
-            events: int, seconds: float, curve: list[float], sizes: list[int]) -> dict:
+            events: int, seconds: float, curve: list[float], sizes: list[int],
+            table: int | None = None) -> dict:
+    """``memory``: everything the compressed side(s) keep; ``table``: their embedding rows
+    only (None: not reported), so per-entity state beside the table shows in the gap."""
     pred, labels = pred.cpu(), data.labels.cpu()
     if task == "rating":
         pred = pred.clamp(float(labels.min()), float(labels.max())) if len(labels) else pred
     return {
         "method": method, **summarise(pred, labels, task),
         "memory_bytes": memory, "compression_ratio": full / memory if memory else None,
+        "table_bytes": table, "table_compression_ratio": full / table if table else None,
         "events_per_s": events / seconds if seconds > 0 else None,
         "buckets": {"item": bucketed(pred, labels, item_counts.cpu(), task),
                     "user": bucketed(pred, labels, user_counts.cpu(), task)},
@@ -84,7 +89,8 @@ def _cluster_sizes(rec: Recommender, side: str) -> list[int]:
 def _recommender(method: str, prep: Prepared, spec: RunSpec) -> Recommender:
     rec = make_recommender(method, prep.num_users, prep.num_items, spec.model, spec.dim,
                            spec.side, spec.clusters, prep.task, spec.device,
-                           prep.context_cardinalities, seed=spec.seed)
+                           prep.context_cardinalities, seed=spec.seed,
+                           entity_bias=spec.entity_bias)
     mean = min(max(prep.label_mean, 1e-3), 1 - 1e-3) if prep.task == "binary" else 0.0
     start = math.log(mean / (1 - mean)) if prep.task == "binary" else prep.label_mean
     with torch.no_grad():
@@ -120,7 +126,15 @@ def run_offline(method: str, prep: Prepared, spec: RunSpec, progress: Progress |
                    _counts(train.items, prep.num_items)[test.items],
                    rec.memory_bytes() - _unclustered_bytes(rec, spec.side),
                    full_bytes(prep.num_users, prep.num_items, rec.model.embedding_dim, spec.side),
-                   hist.events, seconds, curve, _cluster_sizes(rec, side))
+                   hist.events, seconds, curve, _cluster_sizes(rec, side),
+                   _table_bytes(rec, spec.side))
+
+
+def _table_bytes(rec: Recommender, side: str) -> int:
+    """Embedding rows (``weight``) of the compressed side(s), without per-entity state."""
+    tables = {"item": [rec.item_table], "user": [rec.user_table],
+              "both": [rec.user_table, rec.item_table]}[side]
+    return sum(t.weight.numel() * t.weight.element_size() for t in tables)
 
 
 def _unclustered_bytes(rec: Recommender, side: str) -> int:
@@ -178,7 +192,7 @@ def run_stream(method: str, prep: Prepared, spec: RunSpec, progress: Progress | 
                    torch.cat(i_counts) if i_counts else torch.empty(0, dtype=torch.long),
                    rec.memory_bytes() - _unclustered_bytes(rec, spec.side),
                    full_bytes(prep.num_users, prep.num_items, rec.model.embedding_dim, spec.side),
-                   n, seconds, curve, _cluster_sizes(rec, side))
+                   n, seconds, curve, _cluster_sizes(rec, side), _table_bytes(rec, spec.side))
 
 
 def run_online(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
+from cel.interactions import Interactions
+from cel.offline import TrainConfig
 from cel.online import OnlineCELConfig
 from celrec.evaluation.cli import build_parser
-from celrec.evaluation.runner import ONLINE_RATING
+from celrec.evaluation.protocols import Prepared
+from celrec.evaluation.runner import ONLINE_RATING, RunSpec, evaluate
 
 
 def test_cli_defaults_turn_on_the_prior_row_and_cel_l2() -> None:
@@ -21,3 +26,26 @@ def test_online_rating_overrides_are_valid_config_fields_and_lower_the_click_lr(
     assert set(ONLINE_RATING) <= names
     tuned = OnlineCELConfig(loss="mse", **ONLINE_RATING)
     assert tuned.lr < OnlineCELConfig().lr  # the click defaults stay untouched
+
+
+def test_cli_defaults_give_cel_own_item_biases_with_a_shrinkage_prior() -> None:
+    args = build_parser().parse_args([])
+    assert args.entity_bias and args.entity_bias_prior > 0
+    assert not build_parser().parse_args(["--no-entity-bias"]).entity_bias
+
+
+def test_eval_reports_the_own_biases_in_memory_but_not_in_the_table() -> None:
+    gen = torch.Generator().manual_seed(0)
+
+    def data(n: int) -> Interactions:
+        return Interactions(torch.randint(0, 20, (n,), generator=gen),
+                            torch.randint(0, 30, (n,), generator=gen),
+                            torch.randint(1, 6, (n,), generator=gen).float())
+    prep = Prepared(data(400), data(100), 20, 30, "rating", (), 3.0)
+    spec = RunSpec(methods=("full", "cel"), dim=4, clusters=3, device="cpu",
+                   train=TrainConfig(epochs=1, entity_bias_prior=10.0), entity_bias=True)
+    full, cel = evaluate(prep, spec)
+    assert full["memory_bytes"] == full["table_bytes"] == 30 * 5 * 4
+    assert cel["table_bytes"] == 3 * 5 * 4
+    assert cel["memory_bytes"] == cel["table_bytes"] + 30 * (1 + 4)  # assignment + own bias
+    assert cel["table_compression_ratio"] > cel["compression_ratio"]

@@ -59,3 +59,27 @@ def test_double_hashing_separates_what_modulo_hashing_merges() -> None:
     double = DoubleHashEmbedding(200, 4, 20)(ids)
     assert len(torch.unique(modulo, dim=0)) == 20
     assert len(torch.unique(double, dim=0)) > 60
+
+
+def test_own_entity_bias_is_off_by_default_and_changes_only_the_bias_column() -> None:
+    plain = ClusteredEmbedding(4, 3, 2)
+    assert plain.bias is None and plain.offset(torch.arange(4)) is None
+    table = ClusteredEmbedding(4, 3, 2, entity_bias=True)
+    with torch.no_grad():
+        table.bias.copy_(torch.tensor([0.0, 2.0, -1.0, 0.5]))
+    rows = table(torch.arange(4))  # all four share cluster 0
+    assert torch.equal(rows[:, :-1], table.weight[0, :-1].expand(4, -1))
+    assert torch.allclose(rows[:, -1] - table.weight[0, -1], table.bias)
+
+
+def test_own_bias_gradient_is_per_entity_and_not_averaged() -> None:
+    table = ClusteredEmbedding(5, 3, 2, entity_bias=True)
+    table(torch.tensor([0, 0, 3]))[:, -1].sum().backward()
+    assert table.bias.grad.tolist() == [2.0, 0.0, 0.0, 1.0, 0.0]
+    assert abs(float(table.weight.grad[0, -1]) - 3.0 / 5) < 1e-6  # the row is still averaged
+
+
+def test_memory_counts_the_own_biases_but_the_table_does_not() -> None:
+    table = ClusteredEmbedding(1000, 65, 50, entity_bias=True)
+    assert table.memory_bytes() == 50 * 65 * 4 + 1000 * 1 + 1000 * 4
+    assert table.table_bytes() == 50 * 65 * 4
