@@ -1,7 +1,7 @@
 """Streaming training throughput of SAML and DUPN (events/s), as the trainer runs them.
 
     python bench/deep_throughput.py [--models saml,dupn] [--batches 256,1024]
-        [--users 2000] [--items 5000] [--steps 20] [--warm-clusters 128] [--threads 1]
+        [--users 500] [--items 5000] [--steps 20] [--warm-clusters 128] [--threads 1]
 
 Each run: a fresh learner from ``trainer.learner.make_learner`` (the trainer's settings;
 ``--sequence-length``, ``--clusters`` and the ``CELREC_*`` defaults otherwise), fed
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="saml,dupn")
     ap.add_argument("--batches", default="256,1024")
-    ap.add_argument("--users", type=int, default=2_000)
+    ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--items", type=int, default=5_000)
     ap.add_argument("--scenarios", type=int, default=4)
     ap.add_argument("--clusters", type=int, default=256)
