@@ -210,6 +210,7 @@ class SeqSpec:
     seed: int = 0
     limit: int = 0  # replay only the first N events (0: all)
     start: int = 0  # skip the first events (a later, disjoint stretch: validation runs)
+    warmup: int = 0  # learn from the events just before ``start`` first, without scoring
 
 
 @dataclass
@@ -343,21 +344,27 @@ def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
     recent: list[_Batch] = []
     seconds, steps = 0.0, 0
     try:
-        for start in range(min(spec.start, n), n, spec.batch_events):
-            batch = _expand(log, hist, np.arange(start, min(start + spec.batch_events, n)),
-                            spec.negatives, gen)
-            u_counts.append(user_seen[batch.users])
-            i_counts.append(item_seen[batch.items])
+        first = min(spec.start, n)
+        bounds = [(a, min(a + spec.batch_events, first), False)  # warm-up: learn only
+                  for a in range(max(0, first - spec.warmup), first, spec.batch_events)]
+        bounds += [(a, min(a + spec.batch_events, n), True)
+                   for a in range(first, n, spec.batch_events)]
+        for start, stop, scored in bounds:
+            batch = _expand(log, hist, np.arange(start, stop), spec.negatives, gen)
+            if scored:
+                u_counts.append(user_seen[batch.users])
+                i_counts.append(item_seen[batch.items])
             user_seen += torch.bincount(batch.users[batch.click > 0.5], minlength=log.num_users)
             item_seen += torch.bincount(batch.items[batch.click > 0.5], minlength=log.num_items)
             clock = time.perf_counter()
-            p, c = run.predict(batch)
-            preds.append(p)
-            labels.append(batch.click)
-            if c is not None and log.has_behaviours:
-                pos = batch.click > 0.5
-                cvr_preds.append(c[pos])
-                buys.append(batch.purchase[pos])
+            if scored:  # progressive validation: scored before learning from it
+                p, c = run.predict(batch)
+                preds.append(p)
+                labels.append(batch.click)
+                if c is not None and log.has_behaviours:
+                    pos = batch.click > 0.5
+                    cvr_preds.append(c[pos])
+                    buys.append(batch.purchase[pos])
             optimizer.zero_grad(set_to_none=True)
             run.loss(batch).backward()
             optimizer.step()
@@ -375,9 +382,10 @@ def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
     memory = run.memory_bytes()
     full = full_bytes(log.num_users, log.num_items, spec.dim + 1, "both")
     events = n - min(spec.start, n)
+    trained = n - max(0, min(spec.start, n) - spec.warmup)  # events/s counts warm-up too
     result = {"method": run.name, "rmse": None, "mse": None, "auc": auc(pred, label),
               "logloss": logloss(pred, label), "events": events,
-              "samples": len(label), "events_per_s": events / seconds if seconds else None,
+              "samples": len(label), "events_per_s": trained / seconds if seconds else None,
               "memory_bytes": memory, "compression_ratio": full / memory,
               "buckets": {"item": bucketed(pred, label, torch.cat(i_counts), "binary"),
                           "user": bucketed(pred, label, torch.cat(u_counts), "binary")},

@@ -119,3 +119,31 @@ def test_loss_trains_all_heads_and_the_shared_item_table() -> None:
 def test_gap_buckets_are_log2() -> None:
     got = gap_buckets(torch.tensor([0, 1, 3, 100, 10**9]), 16).tolist()
     assert got == [0, 1, 2, 6, 15]
+
+
+def test_padding_steps_are_not_item_table_lookups() -> None:
+    model = _model()
+    seq = _seq(3, 6, [6, 2, 0])
+    seen: list[torch.Tensor] = []
+    handle = model.item_table.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    model.user_representation(seq, torch.tensor([0, 1, 2]), torch.zeros(3, 1, dtype=torch.long))
+    handle.remove()
+    looked_up = torch.cat([s.reshape(-1) for s in seen])
+    assert len(looked_up) == 8  # 6 + 2 real steps: padding adds no CEL split statistics
+    assert torch.equal(looked_up.sort().values, seq.items[seq.mask].sort().values)
+
+
+def test_shallow_terms_start_at_zero_and_learn_item_popularity() -> None:
+    torch.manual_seed(1)
+    model, plain = _model(), _model(wide=False)
+    plain.load_state_dict(model.state_dict(), strict=False)
+    seq = _seq(2, 4, [4, 1])
+    rep = model.user_representation(seq, torch.tensor([0, 1]), torch.zeros(2, 1,
+                                                                          dtype=torch.long))
+    cands = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    assert torch.allclose(model.score_candidates(rep, cands).ctr,
+                          plain.score_candidates(rep, cands).ctr)  # zero-initialised
+    out = model.score_candidates(rep, cands)
+    out.ctr.sum().backward()
+    assert model.wide["item"].weight.grad.abs().sum() > 0
+    assert model.wide["user"].weight.grad.abs().sum() > 0

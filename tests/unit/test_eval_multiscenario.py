@@ -111,3 +111,15 @@ def test_cli_dupn_needs_the_stream_protocol(tmp_path: Path,
     assert code == 0
     result = json.loads(capsys.readouterr().out)["results"][0]
     assert 0 <= result["auc"] <= 1 and result["purchase_auc"] is not None
+
+
+def test_stream_warm_up_learns_without_scoring(tmp_path: Path) -> None:
+    from celrec.evaluation.sequences import load_events
+
+    log = load_events(_behaviour_csv(tmp_path / "e.csv"), "csv")
+    base = dict(dim=4, clusters=4, max_len=5, batch_events=64, hidden=8, reassign_every=0)
+    cold = run_stream(log, SeqSpec(start=200, limit=300, **base), ("deepfm",))[0]
+    warm = run_stream(log, SeqSpec(start=200, warmup=200, limit=300, **base), ("deepfm",))[0]
+    assert cold["events"] == warm["events"] == 300
+    assert cold["samples"] == warm["samples"] == 600  # only events 200..499 are scored
+    assert cold["auc"] != warm["auc"]  # the warm-up events were learnt from

@@ -124,3 +124,23 @@ def test_attention_masks_padding_and_empty_histories() -> None:
     batch = _batch(4, 1)
     batch["history_mask"][:] = False
     assert torch.isfinite(model(**batch).logit).all()
+
+
+def test_a_branch_starts_as_the_auxiliary_network() -> None:
+    model = _model(head_init_std=0.0)
+    out = model(**_batch(8, 1))
+    assert bool(out.has_branch.all())
+    # zero head and zero embedding maps: the branch's deviation is exactly 0 at the start
+    assert torch.allclose(out.logit, out.aux_logit)
+    out.logit.sum().backward()
+    assert model.branches[1].head.weight.grad.abs().sum() > 0  # and it can still learn
+
+
+def test_full_tables_without_scenario_rows_keep_them_frozen_and_out_of_memory() -> None:
+    model = _model(table="full", scenario_rows=False)
+    with_rows = _model(table="full")
+    assert model.memory_bytes() < with_rows.memory_bytes()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    model.loss(model(**_batch(16, 0)), torch.rand(16).round()).backward()
+    opt.step()
+    assert all(bool((w == 0).all()) for w in model.user_scenario.weights)
