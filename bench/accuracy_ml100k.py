@@ -53,10 +53,11 @@ def run_celrec(data_dir: Path, fold: int, name: str, args: argparse.Namespace) -
                          cel_reg=args.cel_reg, prior_max_count=args.prior_max_count,
                          reassign_min_count=args.reassign_min_count,
                          prior_exclusive=args.prior_exclusive,
-                         entity_bias_prior=args.entity_bias_prior)
+                         entity_bias_prior=args.entity_bias_prior,
+                         entity_scale_prior=args.entity_scale_prior)
     spec = RunSpec(methods=(method,), model=args.model, dim=args.dim, clusters=args.clusters,
                    side="item", protocol="folds", device=args.device, train=config,
-                   entity_bias=args.entity_bias)
+                   entity_bias=args.entity_bias, entity_scale=args.entity_scale)
     result = evaluate(prep, spec)[0]
     return {"rmse": result["rmse"], "cold_rmse": cold_rmse(result),
             "memory_bytes": result["memory_bytes"],
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-entity-bias", dest="entity_bias", action="store_false",
                    help="cel without an own (unclustered) bias per item")
     p.add_argument("--entity-bias-prior", type=float, default=10.0)
+    p.add_argument("--no-entity-scale", dest="entity_scale", action="store_false",
+                   help="cel without an own scale per item")
+    p.add_argument("--entity-scale-prior", type=float, default=10.0)
     p.add_argument("--reassign-epochs", type=int, default=15)
     p.add_argument("--personal-l2", type=float, default=0.1)
     p.add_argument("--device", default="auto")
@@ -178,8 +182,8 @@ def run_all(args: argparse.Namespace, folds: list[int], stem: str) -> int:
              if args.validation else "official folds")
     lines = [f"# ML-100K {title} {args.folds}: mean test RMSE",
              "", f"Model {args.model}, d={args.dim}, {args.clusters} item clusters "
-             "(memory: item side only; tables + assignment array + cel's own item biases; "
-             "embedding table: the rows alone).", "",
+             "(memory: item side only; tables + assignment array + cel's own item biases "
+             "and scales; embedding table: the rows alone).", "",
              "| method | RMSE | RMSE items <=5 train ratings | item memory (B) | compression "
              "| embedding table compression |",
              "|---|---|---|---|---|---|"]

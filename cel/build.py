@@ -14,25 +14,28 @@ METHODS = ("full", "hash", "dhash", "cel")
 SIDES = ("item", "user", "both")
 
 
-def cel_bytes(num_entities: int, width: int, clusters: int, entity_bias: bool = False) -> int:
-    """Memory of a clustered table: M rows + one small integer (+ own bias) per entity."""
+def cel_bytes(num_entities: int, width: int, clusters: int, entity_bias: bool = False,
+              entity_scale: bool = False) -> int:
+    """Memory of a clustered table: M rows + one small integer (+ own scalars) per entity."""
     size = torch.empty((), dtype=assignment_dtype(clusters)).element_size()
-    return clusters * width * 4 + num_entities * (size + (4 if entity_bias else 0))
+    size += 4 * (int(entity_bias) + int(entity_scale))
+    return clusters * width * 4 + num_entities * size
 
 
 def make_table(method: str, num_entities: int, width: int, clusters: int,
-               device: torch.device, init_std: float = 0.1, entity_bias: bool = False
-               ) -> nn.Module:
+               device: torch.device, init_std: float = 0.1, entity_bias: bool = False,
+               entity_scale: bool = False) -> nn.Module:
     """One side's table; ``hash``/``dhash`` get the memory CEL would use with ``clusters``.
 
-    ``entity_bias``: cel tables get an own (unclustered) bias per entity, and ``hash``/``dhash``
-    the memory that costs as extra rows (equal memory either way)."""
+    ``entity_bias``/``entity_scale``: cel tables get an own (unclustered) bias / scale per
+    entity, and ``hash``/``dhash`` the memory that costs as extra rows (equal memory)."""
     if method == "full":
         return FullEmbedding(num_entities, width, init_std, device)
     if method == "cel":
         return ClusteredEmbedding(num_entities, width, clusters, init_std, device=device,
-                                  entity_bias=entity_bias)
-    rows = rows_for_budget(cel_bytes(num_entities, width, clusters, entity_bias), width)
+                                  entity_bias=entity_bias, entity_scale=entity_scale)
+    budget = cel_bytes(num_entities, width, clusters, entity_bias, entity_scale)
+    rows = rows_for_budget(budget, width)
     if method == "hash":
         return HashEmbedding(num_entities, width, rows, init_std, device)
     if method == "dhash":
@@ -44,10 +47,12 @@ def make_recommender(method: str, num_users: int, num_items: int, model: str = "
                      dim: int = 64, side: str = "item", clusters: int = 50,
                      task: str = "rating", device: str | torch.device = "auto",
                      context_cardinalities: tuple[int, ...] = (), init_std: float = 0.1,
-                     seed: int = 0, entity_bias: bool = False) -> Recommender:
+                     seed: int = 0, entity_bias: bool = False, entity_scale: bool = False
+                     ) -> Recommender:
     """``method`` applies to ``side`` ("item", "user" or "both"); the other side is full.
 
-    ``entity_bias``: clustered tables keep an own bias per entity (see ``ClusteredEmbedding``).
+    ``entity_bias``/``entity_scale``: clustered tables keep an own bias / scale per entity
+    (see ``ClusteredEmbedding``).
     """
     if side not in SIDES:
         raise ValueError(f"unknown side {side!r}")
@@ -57,8 +62,9 @@ def make_recommender(method: str, num_users: int, num_items: int, model: str = "
     width = interaction.embedding_dim
     user_kind = method if side in ("user", "both") else "full"
     item_kind = method if side in ("item", "both") else "full"
-    users = make_table(user_kind, num_users, width, clusters, dev, init_std, entity_bias)
-    items = make_table(item_kind, num_items, width, clusters, dev, init_std, entity_bias)
+    own = {"entity_bias": entity_bias, "entity_scale": entity_scale}
+    users = make_table(user_kind, num_users, width, clusters, dev, init_std, **own)
+    items = make_table(item_kind, num_items, width, clusters, dev, init_std, **own)
     return Recommender(users, items, interaction, task)
 
 

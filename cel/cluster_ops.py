@@ -36,10 +36,8 @@ def cluster_losses(rec: Recommender, side: str, data: Interactions,
         part = data.subset(slice(start, start + chunk))
         inv = inverse[start:start + chunk]
         ids = part.ids(side)
-        own = table.offset(ids)  # personal vector / own bias move with the entity
-        for c in range(m):
-            rows = table.weight[c].expand(len(part), -1)
-            rows = rows if own is None else rows + own
+        for c in range(m):  # the entity's own state (scale, bias, vector) moves with it
+            rows = table.personalise(table.weight[c].expand(len(part), -1), ids)
             score = rec.score(part, **{f"{side}_emb": rows})
             losses[:, c].index_add_(0, inv, rec.loss(score, part.labels))
     return entities, losses

@@ -7,8 +7,8 @@ until ``reassign_epochs``; then, optionally, a personalisation phase.
 
 Options past the reference code (all off by default): a separate L2 and optimiser for the
 cluster rows, a dedicated prior row for rarely seen entities, an evidence margin for
-reassignment, and a shrinkage prior for the own per-entity biases of tables built with
-``entity_bias`` (see ``TrainConfig``).
+reassignment, and shrinkage priors for the own per-entity biases and scales of tables built
+with ``entity_bias``/``entity_scale`` (see ``TrainConfig``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ class TrainConfig:
     # number of interactions n (each interaction carries 1/n of it): the classic shrinkage
     # sum(residual) / (n + prior), so a rarely seen entity keeps close to its cluster's bias
     entity_bias_prior: float = 0.0
+    # the same for an own scale (``entity_scale``), pulled towards 1 (the cluster's vector)
+    entity_scale_prior: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cluster_optimizer not in ("adam", "sgd"):
@@ -162,23 +164,28 @@ class OfflineCEL:
             self.reg = config.cel_reg
         self._next_reassign = config.reassign_every
         self._interval = config.reassign_every
-        self._bias_weight: dict[str, torch.Tensor] = {}  # side -> prior / n per entity
+        self._inv_count: dict[str, torch.Tensor] = {}  # side -> 1 / n per entity
 
-    def _start_bias_prior(self, train: Interactions) -> None:
-        if self.config.entity_bias_prior <= 0:
-            return
+    def _start_own_priors(self, train: Interactions) -> None:
+        cfg = self.config
         for side in self.rec.clustered_sides():
             table = self.rec.table(side)
-            if table.bias is not None:
+            if ((table.bias is not None and cfg.entity_bias_prior > 0)
+                    or (table.scale is not None and cfg.entity_scale_prior > 0)):
                 n = torch.bincount(train.ids(side), minlength=table.num_entities)
-                self._bias_weight[side] = self.config.entity_bias_prior / n.clamp(min=1)
+                self._inv_count[side] = 1.0 / n.clamp(min=1)
 
-    def _bias_penalty(self, batch: Interactions) -> torch.Tensor:
-        """Mean over the batch of prior/n_e * b_e^2 (b_e: the entity's own bias)."""
+    def _own_penalty(self, batch: Interactions) -> torch.Tensor:
+        """Batch mean of prior/n_e * (own - base)^2 for each entity's own bias and scale."""
+        cfg = self.config
         total = batch.labels.new_zeros(())
-        for side, weight in self._bias_weight.items():
-            ids = batch.ids(side)
-            total = total + (weight[ids] * self.rec.table(side).bias[ids].pow(2)).mean()
+        for side, inv in self._inv_count.items():
+            table, ids = self.rec.table(side), batch.ids(side)
+            if table.bias is not None and cfg.entity_bias_prior > 0:
+                total = total + cfg.entity_bias_prior * (inv[ids] * table.bias[ids].pow(2)).mean()
+            if table.scale is not None and cfg.entity_scale_prior > 0:
+                dev = (table.scale[ids] - 1).pow(2)
+                total = total + cfg.entity_scale_prior * (inv[ids] * dev).mean()
         return total
 
     def _growing(self) -> bool:
@@ -233,7 +240,7 @@ class OfflineCEL:
         for start in range(0, len(train), cfg.batch_size):
             batch = train.subset(order[start:start + cfg.batch_size])
             loss = train_step(self.rec, self.optimizer, batch, self.reg, personal_l2,
-                              cfg.cluster_reg, self._bias_penalty if self._bias_weight else None)
+                              cfg.cluster_reg, self._own_penalty if self._inv_count else None)
             total += loss * len(batch)
             self.history.steps += 1
             self.history.events += len(batch)
@@ -246,7 +253,7 @@ class OfflineCEL:
         """Run the schedule; ``on_epoch(epoch, self)`` may return a validation metric."""
         cfg, hist = self.config, self.history
         clustered = bool(self.rec.clustered_sides())
-        self._start_bias_prior(train)
+        self._start_own_priors(train)
         if clustered and self._prior is not None:
             self.start_prior(train)
         for epoch in range(cfg.epochs):

@@ -52,13 +52,16 @@ class ClusteredEmbedding(nn.Module):
     rows past it are the budget still free for splits. With ``enable_personal`` each entity
     also gets an own offset, pulled towards zero (i.e. towards its cluster row) by an L2 term.
     ``entity_bias``: each entity also owns one scalar added to the last column of its row
-    (the models' bias column), so the bias is not quantised by the cluster; one float per
-    entity, counted in ``memory_bytes``. Off by default.
+    (the models' bias column), so the bias is not quantised by the cluster. ``entity_scale``:
+    each entity owns one scalar multiplying the other columns (its factor strength along the
+    cluster's direction). One float per entity each, counted in ``memory_bytes``. Both off by
+    default.
     """
 
     def __init__(self, num_entities: int, dim: int, max_clusters: int,
                  init_std: float = 0.1, average_gradients: bool = True,
-                 device: str | torch.device = "cpu", entity_bias: bool = False) -> None:
+                 device: str | torch.device = "cpu", entity_bias: bool = False,
+                 entity_scale: bool = False) -> None:
         super().__init__()
         self.num_entities, self.dim, self.max_clusters = num_entities, dim, max_clusters
         self.weight = nn.Parameter(torch.randn(max_clusters, dim, device=device) * init_std)
@@ -69,8 +72,11 @@ class ClusteredEmbedding(nn.Module):
         self.num_active = 1
         self.personal: nn.Parameter | None = None
         self.bias: nn.Parameter | None = None
+        self.scale: nn.Parameter | None = None
         if entity_bias:
             self.bias = nn.Parameter(torch.zeros(num_entities, device=device))
+        if entity_scale:
+            self.scale = nn.Parameter(torch.ones(num_entities, device=device))
         if average_gradients:
             self.weight.register_hook(self._average)
 
@@ -88,10 +94,15 @@ class ClusteredEmbedding(nn.Module):
             out = own if out is None else out + own
         return out
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = self.weight[self.clusters_of(ids)]
+    def personalise(self, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Cluster rows ``rows`` as the entities ``ids`` use them (own scale, bias, vector)."""
+        if self.scale is not None:
+            rows = torch.cat([rows[:, :-1] * self.scale[ids].unsqueeze(1), rows[:, -1:]], dim=1)
         extra = self.offset(ids)
         return rows if extra is None else rows + extra
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.personalise(self.weight[self.clusters_of(ids)], ids)
 
     def assign(self, assignment: torch.Tensor) -> None:
         """Replace the whole assignment (dense ids -> cluster ids) and refresh the counts."""
@@ -126,7 +137,7 @@ class ClusteredEmbedding(nn.Module):
     def memory_bytes(self) -> int:
         size = self.weight.numel() * self.weight.element_size()
         size += self.assignment.numel() * self.assignment.element_size()
-        for own in (self.personal, self.bias):
+        for own in (self.personal, self.bias, self.scale):
             if own is not None:
                 size += own.numel() * own.element_size()
         return size

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "side keeps an own, unclustered bias, counted in its memory)")
     p.add_argument("--entity-bias-prior", type=float, default=10.0,
                    help="cel: shrinkage of the own biases towards the cluster's, as a count")
+    p.add_argument("--no-entity-scale", dest="entity_scale", action="store_false",
+                   help="cel: no own scale per entity (default: each entity of a clustered "
+                        "side scales its cluster's vector by an own factor, counted in memory)")
+    p.add_argument("--entity-scale-prior", type=float, default=10.0,
+                   help="cel: shrinkage of the own scales towards 1, as a count")
     p.add_argument("--reassign-epochs", type=int, default=15)
     p.add_argument("--split-choice", default=d.split_choice,
                    choices=("interactions", "members", "loss", "random"))
@@ -131,10 +136,11 @@ def main(argv: list[str]) -> int:
                          reassign_min_count=args.reassign_min_count,
                          reassign_margin=args.reassign_margin,
                          prior_exclusive=args.prior_exclusive,
-                         entity_bias_prior=args.entity_bias_prior)
+                         entity_bias_prior=args.entity_bias_prior,
+                         entity_scale_prior=args.entity_scale_prior)
     spec = RunSpec(methods=methods, model=args.model, dim=args.dim, clusters=args.clusters,
                    side=args.side, protocol=args.protocol, device=args.device, seed=args.seed,
-                   train=config, entity_bias=args.entity_bias)
+                   train=config, entity_bias=args.entity_bias, entity_scale=args.entity_scale)
     try:
         prep = prepare(args.data, args.format, args.protocol, args.seed, args.train, args.test,
                        args.negatives)

@@ -41,6 +41,7 @@ class RunSpec:
     stream_window: int = 20_000  # recent events CEL's cluster steps see in a stream
     online: dict = field(default_factory=dict)  # OnlineCELConfig overrides for cel-online
     entity_bias: bool = False  # cel: an own, unclustered bias per entity (counted in memory)
+    entity_scale: bool = False  # cel: an own scale of the cluster vector per entity (ditto)
 
 
 # cel-online on ratings (squared loss): OnlineCELConfig's defaults are for click logloss;
@@ -90,7 +91,7 @@ def _recommender(method: str, prep: Prepared, spec: RunSpec) -> Recommender:
     rec = make_recommender(method, prep.num_users, prep.num_items, spec.model, spec.dim,
                            spec.side, spec.clusters, prep.task, spec.device,
                            prep.context_cardinalities, seed=spec.seed,
-                           entity_bias=spec.entity_bias)
+                           entity_bias=spec.entity_bias, entity_scale=spec.entity_scale)
     mean = min(max(prep.label_mean, 1e-3), 1 - 1e-3) if prep.task == "binary" else 0.0
     start = math.log(mean / (1 - mean)) if prep.task == "binary" else prep.label_mean
     with torch.no_grad():

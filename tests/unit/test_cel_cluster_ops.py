@@ -167,14 +167,16 @@ def test_closed_prior_row_admits_only_rare_entities() -> None:
     assert int(rec.item_table.assignment[0]) == 0
 
 
-def test_reassignment_scores_each_cluster_with_the_entitys_own_bias() -> None:
+def test_reassignment_scores_each_cluster_with_the_entitys_own_bias_and_scale() -> None:
     torch.manual_seed(0)
-    rec = Recommender(FullEmbedding(6, 5), ClusteredEmbedding(3, 5, 2, entity_bias=True), MF(4))
+    rec = Recommender(FullEmbedding(6, 5), ClusteredEmbedding(
+        3, 5, 2, entity_bias=True, entity_scale=True), MF(4))
     table = rec.item_table
     table.num_active = 2
     table.assign(torch.tensor([0, 1, 1]))
     with torch.no_grad():
         table.bias.copy_(torch.tensor([1.5, -2.0, 0.7]))
+        table.scale.copy_(torch.tensor([3.0, -1.0, 0.2]))
     data = Interactions(torch.arange(6), torch.tensor([0, 1, 2, 0, 1, 2]), torch.rand(6) * 4)
     entities, losses = cluster_ops.cluster_losses(rec, "item", data)
     current = losses.gather(1, table.assignment[entities].long().unsqueeze(1)).squeeze(1)

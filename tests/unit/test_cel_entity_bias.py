@@ -1,4 +1,4 @@
-"""Own per-entity biases of a clustered table: shrinkage prior, wiring, equal memory."""
+"""Own per-entity biases and scales of a clustered table: shrinkage priors, equal memory."""
 
 from __future__ import annotations
 
@@ -46,3 +46,21 @@ def test_hashing_gets_the_memory_the_own_biases_cost() -> None:
     assert abs(hashed.item_table.memory_bytes() - cel.item_table.memory_bytes()) < 9 * 4
     plain = make_recommender("hash", 10, 300, **{**kw, "entity_bias": False})
     assert plain.item_table.memory_bytes() < hashed.item_table.memory_bytes()
+
+
+def test_own_penalty_is_prior_over_count_times_the_squared_deviation() -> None:
+    rec = make_recommender("cel", 4, 3, "mf", 2, "item", clusters=2, device="cpu",
+                           entity_bias=True, entity_scale=True)
+    items = torch.tensor([0, 0, 0, 0, 1, 2])  # counts 4, 1, 1
+    train = Interactions(torch.zeros(6).long(), items, torch.ones(6))
+    trainer = OfflineCEL(rec, TrainConfig(entity_bias_prior=8.0, entity_scale_prior=2.0))
+    trainer._start_own_priors(train)
+    with torch.no_grad():
+        rec.item_table.bias.copy_(torch.tensor([1.0, 2.0, 0.0]))
+        rec.item_table.scale.copy_(torch.tensor([3.0, 1.0, 0.0]))
+    batch = Interactions(torch.zeros(2).long(), torch.tensor([0, 1]), torch.ones(2))
+    # item 0: 8/4*1 + 2/4*4 = 4; item 1: 8/1*4 + 0 = 32; batch mean 18
+    assert abs(float(trainer._own_penalty(batch).detach()) - 18.0) < 1e-5
+    plain = OfflineCEL(rec, TrainConfig())
+    plain._start_own_priors(train)
+    assert not plain._inv_count  # no prior: no penalty term at all

@@ -28,13 +28,15 @@ def test_online_rating_overrides_are_valid_config_fields_and_lower_the_click_lr(
     assert tuned.lr < OnlineCELConfig().lr  # the click defaults stay untouched
 
 
-def test_cli_defaults_give_cel_own_item_biases_with_a_shrinkage_prior() -> None:
+def test_cli_defaults_give_cel_own_item_biases_and_scales_with_shrinkage_priors() -> None:
     args = build_parser().parse_args([])
     assert args.entity_bias and args.entity_bias_prior > 0
-    assert not build_parser().parse_args(["--no-entity-bias"]).entity_bias
+    assert args.entity_scale and args.entity_scale_prior > 0
+    off = build_parser().parse_args(["--no-entity-bias", "--no-entity-scale"])
+    assert not off.entity_bias and not off.entity_scale
 
 
-def test_eval_reports_the_own_biases_in_memory_but_not_in_the_table() -> None:
+def test_eval_reports_the_own_scalars_in_memory_but_not_in_the_table() -> None:
     gen = torch.Generator().manual_seed(0)
 
     def data(n: int) -> Interactions:
@@ -43,9 +45,11 @@ def test_eval_reports_the_own_biases_in_memory_but_not_in_the_table() -> None:
                             torch.randint(1, 6, (n,), generator=gen).float())
     prep = Prepared(data(400), data(100), 20, 30, "rating", (), 3.0)
     spec = RunSpec(methods=("full", "cel"), dim=4, clusters=3, device="cpu",
-                   train=TrainConfig(epochs=1, entity_bias_prior=10.0), entity_bias=True)
+                   train=TrainConfig(epochs=1, entity_bias_prior=10.0), entity_bias=True,
+                   entity_scale=True)
     full, cel = evaluate(prep, spec)
     assert full["memory_bytes"] == full["table_bytes"] == 30 * 5 * 4
     assert cel["table_bytes"] == 3 * 5 * 4
-    assert cel["memory_bytes"] == cel["table_bytes"] + 30 * (1 + 4)  # assignment + own bias
+    # assignment + own bias + own scale per item
+    assert cel["memory_bytes"] == cel["table_bytes"] + 30 * (1 + 4 + 4)
     assert cel["table_compression_ratio"] > cel["compression_ratio"]

@@ -83,3 +83,16 @@ def test_memory_counts_the_own_biases_but_the_table_does_not() -> None:
     table = ClusteredEmbedding(1000, 65, 50, entity_bias=True)
     assert table.memory_bytes() == 50 * 65 * 4 + 1000 * 1 + 1000 * 4
     assert table.table_bytes() == 50 * 65 * 4
+
+
+def test_own_scale_multiplies_the_factors_but_not_the_bias_column() -> None:
+    assert ClusteredEmbedding(4, 3, 2).scale is None
+    table = ClusteredEmbedding(3, 4, 2, entity_scale=True)
+    assert torch.equal(table(torch.arange(3)), table.weight[[0, 0, 0]])  # starts at 1
+    with torch.no_grad():
+        table.scale.copy_(torch.tensor([1.0, 2.0, -0.5]))
+    rows = table(torch.arange(3))
+    assert torch.allclose(rows[:, :-1], table.scale.unsqueeze(1) * table.weight[0, :-1])
+    assert torch.equal(rows[:, -1], table.weight[0, -1].expand(3))
+    both = ClusteredEmbedding(1000, 65, 50, entity_bias=True, entity_scale=True)
+    assert both.memory_bytes() == 50 * 65 * 4 + 1000 * (1 + 4 + 4)
