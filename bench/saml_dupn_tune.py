@@ -3,11 +3,10 @@
 Multi-scenario: the generator with another seed (1; the reported test uses seed 0), a
 grid over Adam learning rate and L2 weight decay for each method and table kind; the
 choice per method is the best mean of the per-scenario AUCs (the small scenario weighs as
-much as a large one). Sequences (``--part seq-video``): Amazon Video Games, a stretch of the
-replay disjoint from the reported one (warm-up on events 120k-150k, progressive AUC on
-150k-180k; the report warms up on 0-30k and scores 30k-90k), a learning-rate grid per
-model, the best AUC wins. Writes bench/results/saml_dupn_tune.json (merged with what is
-there).
+much as a large one). Sequences (``--part seq-video``): Amazon Video Games, the whole
+sequences of a seeded fifth of the users (part 1; the report scores part 0, disjoint
+users), a learning-rate grid per model, the best progressive AUC wins. Writes
+bench/results/saml_dupn_tune.json (merged with what is there).
 """
 
 from __future__ import annotations
@@ -59,13 +58,13 @@ def tune_scenarios(table: str, seed: int = 1) -> dict:
     return out
 
 
-def tune_video(start: int = 150_000, warmup: int = 30_000, limit: int = 30_000) -> dict:
+def tune_video(parts: int = 5, part: int = 1) -> dict:
     log = load_events(DATA / "amazon-video-games-sasrec" / "Video.txt", "sasrec")
-    out: dict = {"start": start, "warmup": warmup, "events": limit, "grid": [], "best": {}}
+    out: dict = {"user_parts": parts, "user_part": part, "grid": [], "best": {}}
     for model in ("dupn", "deepfm"):
         best = None
         for lr in SEQ_LRS:
-            spec = SeqSpec(start=start, warmup=warmup, limit=limit, lr=lr)
+            spec = SeqSpec(user_parts=parts, user_part=part, lr=lr)
             r = run_stream(log, spec, (model,))[0]
             row = {"method": model, "lr": lr, "auc": r["auc"], "logloss": r["logloss"]}
             out["grid"].append(row)

@@ -211,6 +211,9 @@ class SeqSpec:
     limit: int = 0  # replay only the first N events (0: all)
     start: int = 0  # skip the first events (a later, disjoint stretch: validation runs)
     warmup: int = 0  # learn from the events just before ``start`` first, without scoring
+    clip: float = 0.0  # gradient-norm clipping (0: none)
+    user_parts: int = 1  # > 1: replay only the users of one of this many seeded parts,
+    user_part: int = 0  # with all their events (whole sequences, disjoint parts)
 
 
 @dataclass
@@ -318,9 +321,25 @@ class _DeepFMRun:
         return self.rec.memory_bytes()
 
 
+def user_part(log: EventLog, parts: int, part: int, seed: int = 0) -> EventLog:
+    """The events of a seeded 1/``parts`` of the users, in the original replay order."""
+    rng = np.random.default_rng(seed)
+    group = rng.permutation(log.num_users) % parts
+    keep = group[log.users] == part
+    idx = np.flatnonzero(keep)
+    new_pos = np.full(len(log), -1, dtype=np.int64)
+    new_pos[idx] = np.arange(len(idx))
+    order = new_pos[log.order[keep[log.order]]]
+    return EventLog(log.users[idx], log.items[idx], log.behaviours[idx], log.scenarios[idx],
+                    log.times[idx], order, log.num_users, log.num_items, log.num_scenarios,
+                    log.has_behaviours, log.item_category, log.num_categories)
+
+
 def run_stream(log: EventLog, spec: SeqSpec, models: tuple[str, ...] = ("dupn", "deepfm")
                ) -> list[dict]:
     """Replay the log once per model on identical batches (same negatives)."""
+    if spec.user_parts > 1:
+        log = user_part(log, spec.user_parts, spec.user_part, spec.seed)
     hist = build_histories(log, spec.max_len, spec.time_buckets)
     n = len(log) if spec.limit <= 0 else min(spec.start + spec.limit, len(log))
     prior = math.log(1.0 / spec.negatives)  # positives : negatives = 1 : negatives
@@ -367,6 +386,8 @@ def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
                     buys.append(batch.purchase[pos])
             optimizer.zero_grad(set_to_none=True)
             run.loss(batch).backward()
+            if spec.clip > 0:
+                torch.nn.utils.clip_grad_norm_(run.model.parameters(), spec.clip)
             optimizer.step()
             for s in splitters:
                 s.step()

@@ -123,3 +123,18 @@ def test_stream_warm_up_learns_without_scoring(tmp_path: Path) -> None:
     assert cold["events"] == warm["events"] == 300
     assert cold["samples"] == warm["samples"] == 600  # only events 200..499 are scored
     assert cold["auc"] != warm["auc"]  # the warm-up events were learnt from
+
+
+def test_user_parts_are_disjoint_whole_sequences_in_replay_order(tmp_path: Path) -> None:
+    from celrec.evaluation.sequences import load_events, user_part
+
+    log = load_events(_behaviour_csv(tmp_path / "e.csv"), "csv")
+    parts = [user_part(log, 3, k, seed=0) for k in range(3)]
+    users = [set(p.users.tolist()) for p in parts]
+    assert not (users[0] & users[1]) and not (users[1] & users[2])
+    assert sum(len(p) for p in parts) == len(log)
+    for p in parts:
+        assert sorted(p.order.tolist()) == list(range(len(p)))
+        assert (np.diff(p.times[p.order]) >= 0).all()  # still replayed in time order
+        whole = log.users == p.users[0]  # a user keeps every one of their events
+        assert int((p.users == p.users[0]).sum()) == int(whole.sum())
