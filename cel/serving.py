@@ -62,8 +62,40 @@ class MFScorer:
             user_row[-1] + self.global_bias)
 
 
+class DeepFMScorer:
+    """``cel.models.DeepFM`` without context fields: biases + FM (<u, i> for two fields) +
+    the deep MLP on [u, i]; its first layer's user half is computed once per request."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]):
+        bias = weights.get("model.global_bias")
+        self.global_bias = 0.0 if bias is None else float(np.asarray(bias).reshape(-1)[0])
+        layers = sorted({int(k.split(".")[2]) for k in weights
+                         if k.startswith("model.deep.") and k.endswith(".weight")})
+        if not layers:
+            raise ModelDataError("deepfm: no model.deep.* weights")
+        try:
+            self.layers = [(np.asarray(weights[f"model.deep.{k}.weight"], np.float32).T,
+                            np.asarray(weights[f"model.deep.{k}.bias"], np.float32))
+                           for k in layers]
+        except KeyError as exc:
+            raise ModelDataError(f"deepfm: missing weight {exc}") from None
+        if any(w.ndim != 2 or w.shape[1] != len(b) for w, b in self.layers):
+            raise ModelDataError("deepfm: weight and bias shapes disagree")
+
+    def scores(self, user_row: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        u, items = user_row[:-1], item_rows[:, :-1]
+        (w1, b1), rest = self.layers[0], self.layers[1:]
+        if w1.shape[0] != 2 * len(u):
+            raise ModelDataError("deepfm: first deep layer does not fit the embedding width")
+        x = items @ w1[len(u):] + (u @ w1[: len(u)] + b1)
+        for w, b in rest:
+            x = np.maximum(x, 0.0) @ w + b
+        return (x[:, 0] + items @ u + item_rows[:, -1] + (user_row[-1] + self.global_bias))
+
+
 #: interaction model kind (``SnapshotMeta.model``) -> scorer built from the ``model.*`` arrays
-SCORERS: dict[str, Callable[[Mapping[str, np.ndarray]], Scorer]] = {"mf": MFScorer}
+SCORERS: dict[str, Callable[[Mapping[str, np.ndarray]], Scorer]] = {
+    "mf": MFScorer, "deepfm": DeepFMScorer}
 
 
 def make_scorer(kind: str, weights: Mapping[str, np.ndarray]) -> Scorer:

@@ -99,8 +99,8 @@ class Settings(BaseSettings):
         "default); 1 is fastest on small shared machines, where threads stall each other",
     )
     model: Literal["mf", "deepfm", "saml", "dupn"] = Field(
-        "mf", description="interaction model the trainer learns and the service serves: "
-        "mf, saml or dupn (deepfm is offline-only: the trainer refuses it at start-up)"
+        "mf", description="interaction model the trainer learns and the service serves: mf "
+        "or deepfm (online CEL with that interaction), saml or dupn"
     )
     embedding_dim: int = Field(32, ge=1, le=1024, description="embedding dimension")
     user_clusters: int = Field(256, ge=1, le=1_000_000, description="user cluster budget")

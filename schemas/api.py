@@ -84,9 +84,9 @@ class RepresentationResponse(BaseModel):
         "(dupn: computed from an empty or served behaviour sequence)"
     )
     kind: Literal["embedding", "representation"] = Field(
-        description="embedding: the user's row of the user table (mf, saml; mf without its "
-        "bias); representation: dupn's user representation (pooled behaviour sequence and "
-        "the user's row), for downstream tasks"
+        description="embedding: the user's row of the user table (mf, deepfm, saml; mf and "
+        "deepfm without the bias); representation: dupn's user representation (pooled "
+        "behaviour sequence and the user's row), for downstream tasks"
     )
     vector: list[float]
 

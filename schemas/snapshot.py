@@ -27,7 +27,8 @@ Array names (``{side}`` is ``user`` or ``item``; S = snapshot, D = delta):
   ``item.popularity.index`` / ``.value`` (D): the changed counts.
 - ``scenario.item_cluster_popularity`` (S, D): f32 (scenarios, item rows), positive
   events per scenario and item row: the cold-start prior.
-- ``model.{name}`` (S, D): f32, the interaction model's weights.
+- ``model.{name}`` (S, D): f32, the interaction model's weights (mf: ``global_bias``;
+  deepfm: ``cel.models.DeepFM``'s ``global_bias`` and ``deep.*`` MLP).
 
 saml and dupn (``SnapshotMeta.model``) use the same arrays with these meanings:
 

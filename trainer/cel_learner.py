@@ -1,5 +1,8 @@
 """The trainer's model: online CEL (cel.online) over string ids, plus what serving needs.
 
+The interaction is MF, or ``cel.models.DeepFM`` with ``CELREC_MODEL=deepfm`` (same tables,
+same online update; the published ``model.*`` weights are then DeepFM's).
+
 Besides the model this keeps the id maps, per-item positive counts and a per-scenario
 popularity prior over item rows, and remembers what changed since the last publish so a
 delta carries only that (tables are small by design and always travel whole).
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 
 from cel.idmap import IdMap
+from cel.models import DeepFM
 from cel.online import SIDES, OnlineCEL, OnlineCELConfig
 from celrec.settings import Settings
 from schemas.events import Event, EventType
@@ -31,7 +35,9 @@ class CELLearner(Learner):
             item_clusters=settings.item_clusters, loss="logloss", lr=settings.learning_rate,
             state_capacity=settings.entity_state_capacity, seed=settings.seed,
         )
-        self.model = OnlineCEL(config, device=settings.device)
+        self.model_kind = settings.model if settings.model == "deepfm" else MODEL_KIND
+        interaction = DeepFM(settings.embedding_dim) if self.model_kind == "deepfm" else None
+        self.model = OnlineCEL(config, device=settings.device, interaction=interaction)
         self.ids = {side: IdMap() for side in SIDES}
         self.item_popularity = np.zeros(1024, dtype=np.int32)
         self.scenarios: list[str] = []
@@ -181,6 +187,9 @@ class CELLearner(Learner):
     def restore(self, blobs: dict[str, bytes]) -> None:
         if not all(f"cel.{k}" in blobs for k in self.model.state_dict()):
             return  # first start, or a checkpoint of another model kind: start fresh
+        if any(k.startswith("cel.model.") and k[4:] not in self.model.state_dict()
+               for k in blobs):
+            return  # another interaction model's weights (mf <-> deepfm): start fresh
         state = {k[4:]: torch.from_numpy(decode_array(v)) for k, v in blobs.items()
                  if k.startswith("cel.")}
         self.model.load_state_dict(state)

@@ -40,11 +40,9 @@ class UnsupportedModel(SettingsError):
 
 
 def make_learner(settings: Settings) -> Learner:
-    """The learner ``CELREC_MODEL`` asks for: online CEL with MF, SAML or DUPN.
-
-    deepfm is evaluated offline only (``celrec eval``); the trainer refuses it rather than
-    silently training another model."""
-    if settings.model == "mf":
+    """The learner ``CELREC_MODEL`` asks for: online CEL with MF or DeepFM, SAML or DUPN;
+    any other value is refused rather than silently training another model."""
+    if settings.model in ("mf", "deepfm"):
         from trainer.cel_learner import CELLearner
 
         return CELLearner(settings)
@@ -54,4 +52,4 @@ def make_learner(settings: Settings) -> Learner:
         return SAMLLearner(settings) if settings.model == "saml" else DUPNLearner(settings)
     raise UnsupportedModel(
         f"CELREC_MODEL={settings.model} is not supported by the streaming trainer "
-        "(supported: mf, saml, dupn; deepfm is available offline through `celrec eval`)")
+        "(supported: mf, deepfm, saml, dupn)")

@@ -143,8 +143,10 @@ def test_a_checkpoint_of_another_model_is_ignored():
 def _snapshot(learner, kind: str) -> ServingModel:
     arrays = learner.snapshot_arrays()
     meta = SnapshotMeta(version=1, created_at=0.0, model=kind, loss="logloss",
-                        dim=learner.dim, sides=learner.side_meta(), scenarios=learner.scenarios,
-                        arrays=sorted(arrays), network=learner.network_spec())
+                        dim=getattr(learner, "dim", learner.settings.embedding_dim),
+                        sides=learner.side_meta(), scenarios=learner.scenarios,
+                        arrays=sorted(arrays),
+                        network=learner.network_spec() if kind in KINDS else {})
     return ServingModel.from_snapshot(meta, arrays)
 
 
@@ -205,9 +207,32 @@ def test_serving_flags_unknown_ids_and_gives_a_representation(kind):
     assert len(top.items) == 5
 
 
-def test_deepfm_is_refused_naming_the_setting():
-    with pytest.raises(UnsupportedModel, match="CELREC_MODEL=deepfm"):
-        make_learner(Settings(model="deepfm"))
+def test_an_unknown_model_is_refused_naming_the_setting():
+    with pytest.raises(UnsupportedModel, match="CELREC_MODEL=wide"):
+        make_learner(Settings.model_construct(**{**Settings().model_dump(), "model": "wide"}))
+
+
+def test_deepfm_streams_through_online_cel_and_serves_the_trainers_scores():
+    learner = make_learner(settings("deepfm"))
+    stream = Stream()
+    for _ in range(8):
+        learner.learn(stream.batch())
+    assert learner.model_kind == "deepfm"
+    served = _snapshot(learner, "deepfm")
+    items = [f"i{k}" for k in range(10)]
+    scores, unknown_user, unknown = served.score("u3", items)
+    assert not unknown_user and not any(unknown)
+    users = torch.from_numpy(learner.ids["user"].lookup(["u3"] * len(items)))
+    expected = learner.model.predict(users, torch.from_numpy(learner.ids["item"].lookup(items)))
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-5, atol=1e-6)
+    # an mf checkpoint is not loaded into deepfm (nor the other way): fresh start
+    other = make_learner(settings("mf"))
+    other.restore(learner.state())
+    assert len(other.ids["user"]) == 0
+    copy = make_learner(settings("deepfm"))
+    copy.restore(learner.state())
+    assert np.array_equal(copy.model.predict(users, users * 0).numpy(),
+                          learner.model.predict(users, users * 0).numpy())
 
 
 def test_price_level_is_optional_validated_and_old_messages_still_decode():
