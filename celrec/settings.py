@@ -95,8 +95,9 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="torch device: auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(
-        1, ge=0, le=256, description="CPU threads of the trainer's torch ops (0: torch's "
-        "default); 1 is fastest on small shared machines, where threads stall each other",
+        1, ge=0, le=256, description="CPU threads of the trainer's torch ops, and of the "
+        "service's with CELREC_MODEL=saml or dupn (0: torch's default); 1 is fastest on "
+        "small shared machines, where threads stall each other",
     )
     model: Literal["mf", "deepfm", "saml", "dupn"] = Field(
         "mf", description="interaction model the trainer learns and the service serves: mf "

@@ -12,6 +12,10 @@ from service.app import build_state, create_app
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level)
+    if settings.model in ("saml", "dupn") and settings.torch_threads:
+        import torch  # the network runs per request: tiny ops, where threads only stall
+
+        torch.set_num_threads(settings.torch_threads)
     app = create_app(build_state(settings, make_event_log(settings), make_state_store(settings)))
     # Our JSON logs carry one line per request; uvicorn's own text logging stays off.
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
