@@ -36,9 +36,13 @@ def cluster_losses(rec: Recommender, side: str, data: Interactions,
         part = data.subset(slice(start, start + chunk))
         inv = inverse[start:start + chunk]
         ids = part.ids(side)
-        for c in range(m):  # the entity's own state (scale, bias, vector) moves with it
-            rows = table.personalise(table.weight[c].expand(len(part), -1), ids)
-            score = rec.score(part, **{f"{side}_emb": rows})
+        own = table.own_state(ids)  # the entity's own scale, bias, vector move with it
+        other = "item" if side == "user" else "user"
+        fixed = {f"{other}_emb": (rec.item_table if side == "user" else rec.user_table)(
+            part.ids(other))}  # the other side's rows do not depend on c: look up once
+        for c in range(m):
+            rows = table.personalise(table.weight[c].expand(len(part), -1), ids, own)
+            score = rec.score(part, **{f"{side}_emb": rows}, **fixed)
             losses[:, c].index_add_(0, inv, rec.loss(score, part.labels))
     return entities, losses
 

@@ -94,11 +94,26 @@ class ClusteredEmbedding(nn.Module):
             out = own if out is None else out + own
         return out
 
-    def personalise(self, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Cluster rows ``rows`` as the entities ``ids`` use them (own scale, bias, vector)."""
+    def own_state(self, ids: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(factor, offset)`` with which the entities ``ids`` use any cluster row: the row
+        is ``row * factor + offset`` (None: identity). ``factor`` is the own scale on every
+        column but the last (the bias column)."""
+        factor = None
         if self.scale is not None:
-            rows = torch.cat([rows[:, :-1] * self.scale[ids].unsqueeze(1), rows[:, -1:]], dim=1)
-        extra = self.offset(ids)
+            factor = F.pad(self.scale[ids].unsqueeze(1), (0, 1), value=1.0)
+            factor = torch.cat([factor[:, :1].expand(-1, self.dim - 1), factor[:, 1:]], dim=1)
+        return factor, self.offset(ids)
+
+    def personalise(self, rows: torch.Tensor, ids: torch.Tensor,
+                    state: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+                    ) -> torch.Tensor:
+        """Cluster rows ``rows`` as the entities ``ids`` use them (own scale, bias, vector);
+        ``state``: ``own_state(ids)`` when already computed."""
+        factor, extra = self.own_state(ids) if state is None else state
+        if factor is not None and extra is not None:
+            return torch.addcmul(extra, rows, factor)
+        if factor is not None:
+            return rows * factor
         return rows if extra is None else rows + extra
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
