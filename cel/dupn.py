@@ -111,13 +111,16 @@ class PropertyGatedLSTM(nn.Module):
         h = x.new_zeros(b, self.hidden)
         c = x.new_zeros(b, self.hidden)
         outputs = []
+        # unbind once: indexing pre[:, step] in the loop makes each step's backward write a
+        # full-size gradient of pre, so the backward pass grew with the square of T
+        steps, masks = pre.unbind(1), mask.unbind(1)
         for step in range(t):
-            z = pre[:, step] + self.recurrent(h)
+            z = steps[step] + self.recurrent(h)
             i, f, o = torch.sigmoid(z[:, :h3]).chunk(3, dim=1)
             g = torch.tanh(z[:, h3:])
             c_new = f * c + i * g
             h_new = o * torch.tanh(c_new)
-            m = mask[:, step].unsqueeze(1)
+            m = masks[step].unsqueeze(1)
             c = torch.where(m, c_new, c)
             h = torch.where(m, h_new, h)
             outputs.append(h_new * m)
