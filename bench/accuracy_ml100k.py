@@ -146,6 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         return run_all(args, folds, stem)
 
 
+def _portable(value: object) -> str:
+    """Settings as recorded: paths relative to the repository, never a machine's own."""
+    if not isinstance(value, Path):
+        return str(value)
+    path = value.resolve()
+    for base, prefix in ((ROOT, "."), (ROOT.parent, "..")):
+        if path.is_relative_to(base):
+            return f"{prefix}/{path.relative_to(base).as_posix()}"
+    return "<temporary directory>"
+
+
 def run_all(args: argparse.Namespace, folds: list[int], stem: str) -> int:
     names = [m for m in args.methods.split(",") if m]
     try:
@@ -174,7 +185,7 @@ def run_all(args: argparse.Namespace, folds: list[int], stem: str) -> int:
                    "table_compression_ratio": rs[0]["table_compression_ratio"]}
                for n, rs in per_fold.items()}
     report = {"dataset": "MovieLens-100K u1..u5", "folds": folds,
-              "settings": {k: str(v) for k, v in vars(args).items()},
+              "settings": {k: _portable(v) for k, v in vars(args).items()},
               "summary": summary, "per_fold": per_fold}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
