@@ -8,13 +8,14 @@
    sample (paddlerec alimama_dmr, pid = scenario, category histories), when present.
 3. Sequences, stream protocol (next event vs sampled negatives): DUPN vs DeepFM without a
    sequence on Taobao UserBehavior (84k prefix) and Amazon Video Games (SASRec file: the
-   whole sequences of a seeded fifth of the users, replayed in the interleaved order).
+   whole sequences of a seeded fifth of the users, replayed in the interleaved order),
+   both models on CEL tables, then both on full tables.
 
 A prefix of the Video Games replay holds mostly users' first events (no sequence yet: the
 replay interleaves users by relative position), so the users are sampled instead.
 
 Hyperparameters (learning rate, weight decay) per method come from
-bench/saml_dupn_tune.py, chosen on validation data only (another generator seed; a later,
+bench/saml_dupn_tune.py, chosen on validation data only (another generator seed; another,
 disjoint fifth of the Video Games users); defaults where that file lacks an entry.
 
 Single-threaded torch (the machine is shared and 2-core); one run, same seeds for every
@@ -162,15 +163,15 @@ def smoke(name: str, task: MSTask | None) -> dict:
 
 
 def sequences(name: str, path: Path, fmt: str, limit: int, choice: dict | None = None,
-              user_parts: int = 1) -> dict:
+              user_parts: int = 1, table: str = "cel") -> dict:
     """Both models on identical batches; ``user_parts`` > 1: users of part 0 only."""
     if not path.is_file():
         print(f"{name}: data absent, skipped", flush=True)
         return {"skipped": "data absent"}
     log = load_events(path, fmt)
-    base = SeqSpec(limit=limit, lr=0.003, user_parts=user_parts)
-    out = {"user_parts": user_parts, "users": log.num_users, "items": log.num_items,
-           "methods": {}}
+    base = SeqSpec(table=table, limit=limit, lr=0.003, user_parts=user_parts)
+    out = {"table": table, "user_parts": user_parts, "users": log.num_users,
+           "items": log.num_items, "methods": {}}
     for model in ("dupn", "deepfm"):
         spec = replace(base, **(choice or {}).get(model, {}))
         r = run_stream(log, spec, (model,))[0]
@@ -212,9 +213,9 @@ def markdown(report: dict) -> str:
     for key in ("aliccp_smoke", "alimama_smoke"):
         lines += [f"## {key} (tiny samples: a smoke run, the AUCs mean little)", "",
                   "```", json.dumps(report[key], indent=1), "```", ""]
-    for key in ("taobao", "video_games"):
+    for key in ("taobao", "video_games", "taobao_full", "video_games_full"):
         s = report[key]
-        lines += [f"## Sequences, stream protocol: {key}", ""]
+        lines += [f"## Sequences, stream protocol: {key} ({s.get('table', 'cel')} tables)", ""]
         if "skipped" in s:
             lines += ["skipped: data absent", ""]
             continue
@@ -247,9 +248,14 @@ def main() -> None:
     report["taobao"] = sequences(
         "taobao", DATA / "taobao-userbehavior" / "UserBehavior_prefix_84k.csv",
         "userbehavior", 3000 if q else 0)
-    report["video_games"] = sequences(
-        "video_games", DATA / "amazon-video-games-sasrec" / "Video.txt", "sasrec",
-        3000 if q else 0, tuned("seq-video"), 5)
+    for suffix, table in (("", "cel"), ("_full", "full")):
+        if table == "full":
+            report["taobao_full"] = sequences(
+                "taobao_full", DATA / "taobao-userbehavior" / "UserBehavior_prefix_84k.csv",
+                "userbehavior", 3000 if q else 0, table="full")
+        report["video_games" + suffix] = sequences(
+            "video_games" + suffix, DATA / "amazon-video-games-sasrec" / "Video.txt",
+            "sasrec", 3000 if q else 0, tuned("seq-video" + suffix), 5, table)
     report["seconds"] = time.perf_counter() - clock
     suffix = "_quick" if q else ""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ grid over Adam learning rate and L2 weight decay for each method and table kind;
 choice per method is the best mean of the per-scenario AUCs (the small scenario weighs as
 much as a large one). Sequences (``--part seq-video``): Amazon Video Games, the whole
 sequences of a seeded fifth of the users (part 1; the report scores part 0, disjoint
-users), a learning-rate grid per model, the best progressive AUC wins. Writes
+users), a learning-rate grid per model, the best progressive AUC wins; ``seq-video-full``
+the same on full tables. Writes
 bench/results/saml_dupn_tune.json (merged with what is there).
 """
 
@@ -58,13 +59,14 @@ def tune_scenarios(table: str, seed: int = 1) -> dict:
     return out
 
 
-def tune_video(parts: int = 5, part: int = 1) -> dict:
+def tune_video(table: str = "cel", parts: int = 5, part: int = 1) -> dict:
     log = load_events(DATA / "amazon-video-games-sasrec" / "Video.txt", "sasrec")
-    out: dict = {"user_parts": parts, "user_part": part, "grid": [], "best": {}}
+    out: dict = {"table": table, "user_parts": parts, "user_part": part, "grid": [],
+                 "best": {}}
     for model in ("dupn", "deepfm"):
         best = None
         for lr in SEQ_LRS:
-            spec = SeqSpec(user_parts=parts, user_part=part, lr=lr)
+            spec = SeqSpec(table=table, user_parts=parts, user_part=part, lr=lr)
             r = run_stream(log, spec, (model,))[0]
             row = {"method": model, "lr": lr, "auc": r["auc"], "logloss": r["logloss"]}
             out["grid"].append(row)
@@ -77,13 +79,16 @@ def tune_video(parts: int = 5, part: int = 1) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--part", choices=("ms-full", "ms-cel", "seq-video"), required=True)
+    parser.add_argument("--part", required=True,
+                        choices=("ms-full", "ms-cel", "seq-video", "seq-video-full"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     report = json.loads(OUT.read_text()) if OUT.is_file() else {}
     clock = time.perf_counter()
-    report[args.part] = (tune_video() if args.part == "seq-video"
-                         else tune_scenarios(args.part[3:]))
+    if args.part.startswith("seq-video"):
+        report[args.part] = tune_video("full" if args.part.endswith("full") else "cel")
+    else:
+        report[args.part] = tune_scenarios(args.part[3:])
     report[args.part]["seconds"] = time.perf_counter() - clock
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=1))
