@@ -23,6 +23,7 @@ from schemas.events import Event, EventType
 from schemas.snapshot import SideMeta, assignment_dtype
 from schemas.state import decode_array, encode_array
 from trainer.learner import Learner, LearnStats
+from trainer.published_ids import delta_id_arrays
 
 MODEL_KIND = "mf"
 
@@ -153,20 +154,8 @@ class CELLearner(Learner):
         """(first new internal id per side, split events, arrays); resets the changes."""
         arrays = self._common_arrays()
         first_new = dict(self._published_entities)
-        for side in SIDES:
-            n = len(self.ids[side])
-            new = np.arange(first_new[side], n, dtype=np.int64)
-            fresh = IdMap()
-            fresh.lookup_or_add(self.ids[side].external(new))
-            blob, offsets = fresh.export_arrays()
-            arrays[f"{side}.new_ids.blob"], arrays[f"{side}.new_ids.offsets"] = blob, offsets
-            changed = np.unique(np.concatenate([new, *self._changed[side]]).astype(np.int64))
-            arrays[f"{side}.changed.index"] = changed
-            arrays[f"{side}.changed.row"] = self._rows_of(side, changed).astype(np.int32)
-        popular = (np.unique(np.concatenate(self._popular)) if self._popular
-                   else np.zeros(0, np.int64)).astype(np.int64)
-        arrays["item.popularity.index"] = popular
-        arrays["item.popularity.value"] = self.item_popularity[popular].astype(np.int32)
+        arrays.update(delta_id_arrays(self.ids, first_new, self._changed, self._rows_of,
+                                      self._popular, self.item_popularity))
         splits = self._splits
         self._reset_changes()
         return first_new, splits, arrays
