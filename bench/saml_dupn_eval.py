@@ -255,7 +255,7 @@ def main() -> None:
                 "userbehavior", 3000 if q else 0, table="full")
         report["video_games" + suffix] = sequences(
             "video_games" + suffix, DATA / "amazon-video-games-sasrec" / "Video.txt",
-            "sasrec", 3000 if q else 0, tuned("seq-video" + suffix), 5, table)
+            "sasrec", 3000 if q else 0, tuned("seq-video" + suffix.replace("_", "-")), 5, table)
     report["seconds"] = time.perf_counter() - clock
     suffix = "_quick" if q else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
