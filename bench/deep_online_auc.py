@@ -8,7 +8,7 @@ first predicted (``predict_events``, what the trainer's progressive metrics do),
 learnt. Reported: the AUC of those predictions over the last third of the stream, and the
 mean number of distinct planted groups per user cluster at the end. Each model runs as
 the trainer runs it (clusters found online: GPCA splits + reassignment) and with the CEL
-assignment fixed to the planted groups ("oracle clusters", splits and reassignment off),
+assignment fixed to the planted groups ("oracle clusters", splits, votes and reassignment off),
 which separates what the network learns from what the clustering finds.
 Writes bench/results/deep_online_auc.json and .md.
 """
@@ -64,7 +64,8 @@ def oracle(learner, args: argparse.Namespace) -> None:
 
 
 def run(model: str, clusters: str, args: argparse.Namespace) -> dict:
-    extra = {} if clusters == "online" else {"reassign_window": 0, "split_every": 100_000}
+    extra = {} if clusters == "online" else {"reassign_window": 0, "split_every": 100_000,
+                                             "cluster_votes": False}
     learner = make_learner(Settings(model=model, device="cpu", user_clusters=args.clusters,
                                     item_clusters=args.clusters, **extra))
     if clusters == "oracle":

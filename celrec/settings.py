@@ -144,12 +144,26 @@ class Settings(BaseSettings):
         "each CEL table (from the gradients accumulated meanwhile)",
     )
     reassign_window: int = Field(
-        64, ge=0, le=100_000, description="saml/dupn: recent samples (of the current batch) "
-        "whose entities are reassigned by loss after each step (0 disables)",
+        0, ge=0, le=100_000, description="saml/dupn: recent samples (of the current batch) "
+        "whose entities are reassigned by loss after each step (0 disables: on a planted "
+        "stream loss moves drifted into a few big clusters)",
     )
     reassign_candidates: int = Field(
         8, ge=1, le=1024, description="saml/dupn: clusters tried per reassignment besides "
         "each entity's own (random live ones plus the newest split child)",
+    )
+    reassign_evidence: int = Field(
+        48, ge=0, le=1000, description="saml/dupn: recent interactions kept per entity (for "
+        "CELREC_ENTITY_STATE_CAPACITY entities per side) on which co-click votes and the loss "
+        "reassignment judge it (0: votes off, loss on the window's samples only)",
+    )
+    cluster_votes: bool = Field(
+        True, description="saml/dupn: after each step, move the batch's users and items to the "
+        "cluster densest in what they were co-clicked with (needs CELREC_REASSIGN_EVIDENCE)",
+    )
+    initial_clusters: int = Field(
+        8, ge=1, le=1_000_000, description="saml/dupn: clusters each CEL table starts with "
+        "(capped by the budget); a new id joins one of the live clusters by its id",
     )
 
     # Service

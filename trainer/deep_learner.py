@@ -1,12 +1,17 @@
 """Streaming learner for the deep models on CEL tables (SAML, DUPN): the shared mechanics.
 
-String ids map to internal ids (``cel.idmap``); the model's CEL tables grow with new ids,
-each new id joining the most populous cluster of its table on first sight. Per micro-batch:
-one Adam step; a ``GradientSplitter`` per table splits a cluster along the first principal
-component of its members' accumulated gradients every ``CELREC_SPLIT_EVERY`` steps; then the
-entities of the newest ``CELREC_REASSIGN_WINDOW`` samples (only those) are reassigned to the
-cluster with the lowest loss on those samples, so the cost of a batch does not grow with the
-number of entities. Subclasses (``trainer.deep_models``) say how events become model inputs.
+String ids map to internal ids (``cel.idmap``); the model's CEL tables grow with new ids.
+Each table starts with ``CELREC_INITIAL_CLUSTERS`` clusters and a new id joins one of the live
+clusters by its internal id: starting from one cluster, where every user (item) has the same
+gradient on the one shared row, nothing could tell the planted groups apart. Each entity's
+last ``CELREC_REASSIGN_EVIDENCE`` interactions are kept (bounded, least recently touched
+evicted). Per micro-batch: one Adam step; a ``GradientSplitter`` per table splits a cluster
+along the first principal component of its members' accumulated gradients every
+``CELREC_SPLIT_EVERY`` steps; the batch's entities move by co-click votes (``_vote``); then
+the entities of the newest ``CELREC_REASSIGN_WINDOW`` samples (only those) are reassigned to
+the cluster with the lowest loss on their remembered interactions. The cost of a batch does
+not grow with the number of entities. Subclasses (``trainer.deep_models``) say how events
+become model inputs.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from schemas.sequence import Step, encode_sequence
 from schemas.snapshot import SIDES, SideMeta, assignment_dtype, decode_bundle, encode_bundle
 from schemas.state import StateKeys
 from trainer.learner import Learner, LearnStats
-from trainer.reassign import reassign_among
+from trainer.reassign import EntityEvidence, move_by_votes, reassign_among
 from trainer.sequences import InternalStep, UserSequences
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 BEHAVIOURS = [e.value for e in EventType]
 STATE_BLOB = "deep.state"
 STATE_FORMAT = 1
+VOTE_RATIO = 1.5  # a co-click vote moves an entity when another cluster is this much denser
 
 
 class _Header(BaseModel):
@@ -78,6 +84,7 @@ class DeepLearner(Learner):
         for table in self.tables.values():  # start empty: ids arrive with the stream
             table.assignment = table.assignment[:0].clone()
             table.num_entities = 0
+            table.num_active = min(settings.initial_clusters, table.max_clusters)
             table.recount()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.deep_learning_rate)
         self.splitters = {side: GradientSplitter(t, settings.split_every, self.opt,
@@ -92,6 +99,8 @@ class DeepLearner(Learner):
         self.scenario_prior = np.zeros((0, self.tables["item"].max_clusters), np.float32)
         self.totals = {"events": 0, "skipped": 0, "splits": 0, "reassigned": 0}
         self._newest = {side: 0 for side in SIDES}  # newest split child: a candidate
+        self.evidence = {side: EntityEvidence(settings.entity_state_capacity,
+                                              settings.reassign_evidence) for side in SIDES}
         self.model = _ModelView(self)
         self._reset_changes()
 
@@ -104,9 +113,9 @@ class DeepLearner(Learner):
         """(batch loss, per-sample click logits) of prepared inputs."""
 
     @abstractmethod
-    def _window_losses(self, batch: dict[str, Any], side: str) -> Any:
-        """A closure giving per-sample losses of ``batch`` under the current assignment of
-        ``side`` (for ``reassign_by_loss``)."""
+    def _window_losses(self, batch: dict[str, Any], side: str, window: int) -> Any:
+        """A closure giving per-sample losses of the last ``window`` samples of ``batch``
+        under the current assignment of ``side`` (for ``reassign_among``)."""
 
     @abstractmethod
     def _tensors(self, users: np.ndarray, items: np.ndarray, scen: np.ndarray,
@@ -135,17 +144,17 @@ class DeepLearner(Learner):
         return index
 
     def _admit(self, side: str) -> None:
-        """Give ids first seen since the last call a cluster: the table's most populous."""
+        """Give ids first seen since the last call a cluster: a live one by internal id (so
+        the clusters do not start as one symmetric block that no gradient can tell apart)."""
         table = self.tables[side]
         known, placed = len(self.ids[side]), len(table.assignment)
         if known <= placed:
             return
-        cluster = int(torch.argmax(table.counts[: table.num_active]))
-        fresh = torch.full((known - placed,), cluster, dtype=table.assignment.dtype,
-                           device=table.assignment.device)
+        fresh = (torch.arange(placed, known, device=table.assignment.device)
+                 % table.num_active).to(table.assignment.dtype)
         table.assignment = torch.cat([table.assignment, fresh])
         table.num_entities = known
-        table.counts[cluster] += known - placed
+        table.counts.index_add_(0, fresh.long(), torch.ones_like(fresh, dtype=torch.long))
 
     def _prepare(self, events: list[Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         users, _ = self.ids["user"].lookup_or_add(e.user_id for e in events)
@@ -177,6 +186,7 @@ class DeepLearner(Learner):
                 pending.setdefault(user, []).append(step)
                 appends.append((user, step))
         batch = self._tensors(users, items, scen, seqs, now)
+        batch["time"] = now
         labels = [self._label(e) for e in events]
         batch["labels"] = torch.tensor(labels, dtype=torch.float32, device=self.device)
         batch["purchase"] = torch.tensor(
@@ -209,16 +219,97 @@ class DeepLearner(Learner):
             self.totals["skipped"] += len(events)
             return LearnStats(events=len(events), skipped=True)
         self.opt.step()
+        self._remember(batch)
         extra = {f"splits_{side}": float(sp.step()) for side, sp in self.splitters.items()}
-        extra.update({f"reassigned_{side}": float(n) for side, n in self._reassign(batch).items()})
+        voted = self._vote(batch)
+        extra.update({f"reassigned_{side}": float(n + voted[side])
+                      for side, n in self._reassign(batch).items()})
         for user, step in appends:
             self.sequences.append(user, step)
         self._note(batch, events)
         self.totals["events"] += len(events)
         return LearnStats(events=len(events), loss=float(loss.detach()), extra=extra)
 
+    @torch.no_grad()
+    def _vote(self, batch: dict[str, Any]) -> dict[str, int]:
+        """Co-click votes, per side, for the batch's entities; moves per side.
+
+        An item votes for the clusters of the items its recent clickers clicked (their
+        sequences); a user for the clusters of the users who recently clicked what it
+        recently clicked. Each cluster's votes are divided by its size, and an entity moves
+        to the densest cluster when that beats its own by ``VOTE_RATIO``. Unlike the loss,
+        this needs no trained rows: it finds groups from a random start, where every
+        member's gradient still looks alike. Cost: O(batch x evidence x sequence length).
+        """
+        moved = {side: 0 for side in SIDES}
+        if not (self.settings.cluster_votes and self.settings.reassign_evidence):
+            return moved
+        for side in SIDES:
+            table = self.tables[side]
+            if table.num_active < 2:
+                continue
+            entities = torch.unique(batch[f"{side}_ids"]).cpu()
+            votes = torch.zeros(len(entities), table.num_active)
+            for k, entity in enumerate(entities.tolist()):
+                near = self._neighbours(side, entity)
+                if near:
+                    rows = table.clusters_of(torch.tensor(near, device=self.device)).cpu()
+                    votes[k].index_add_(0, rows, torch.ones(len(rows)))
+            changed = move_by_votes(table, entities, votes, self.gen, VOTE_RATIO)
+            moved[side] = len(changed)
+            if len(changed):
+                self._changed[side].append(changed.cpu().numpy())
+        self.totals["reassigned"] += sum(moved.values())
+        return moved
+
+    def _neighbours(self, side: str, entity: int) -> list[int]:
+        """Same-side entities co-clicked with ``entity`` in the remembered interactions."""
+        clickers = [other for other, label, _, _ in self.evidence[side].of(entity) if label > 0]
+        if side == "item":
+            return [s.item for u in clickers for s in self.sequences.steps(u) if s.item != entity]
+        return [u for item in clickers for u, label, _, _ in self.evidence["item"].of(item)
+                if label > 0 and u != entity]
+
+    def _remember(self, batch: dict[str, Any]) -> None:
+        """Add the batch's samples to each side's per-entity evidence."""
+        if not self.settings.reassign_evidence:
+            return
+        users = batch["user_ids"].cpu().tolist()
+        items = batch["item_ids"].cpu().tolist()
+        labels = batch["labels"].cpu().tolist()
+        scen = batch["scenario_index"].tolist()
+        now = batch["time"].tolist()
+        for u, i, y, s, t in zip(users, items, labels, scen, now, strict=True):
+            self.evidence["user"].add(u, i, y, s, t)
+            self.evidence["item"].add(i, u, y, s, t)
+
+    def _evidence_batch(self, side: str, entities: list[int]) -> dict[str, Any]:
+        """Model inputs of the remembered interactions of ``entities`` (of ``side``), each
+        with its user's current sequence."""
+        users, items, labels, scen, now = [], [], [], [], []
+        for entity in entities:
+            for other, label, s, t in self.evidence[side].of(entity):
+                users.append(entity if side == "user" else other)
+                items.append(other if side == "user" else entity)
+                labels.append(label)
+                scen.append(s)
+                now.append(t)
+        codes = self.scenario_codes()
+        cache: dict[int, SequenceRows] = {}
+        cap = self.settings.sequence_length
+        seqs = []
+        for u in users:
+            if u not in cache:
+                cache[u] = UserSequences.rows(self.sequences.steps(u)[-cap:], codes)
+            seqs.append(cache[u])
+        batch = self._tensors(np.array(users, np.int64), np.array(items, np.int64),
+                              np.array(scen, np.int64), seqs, np.array(now))
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32, device=self.device)
+        return batch
+
     def _reassign(self, batch: dict[str, Any]) -> dict[str, int]:
-        """Reassign the entities of the newest samples by loss; moves per side."""
+        """Reassign the entities of the newest samples by loss (on their remembered
+        interactions when ``reassign_evidence`` is on); moves per side."""
         window = self.settings.reassign_window
         moved = {side: 0 for side in self.tables}
         if not window:
@@ -228,7 +319,11 @@ class DeepLearner(Learner):
             if table.num_active < 2:
                 continue
             ids = batch[f"{side}_ids"][-window:]
-            changed = reassign_among(table, ids, self._window_losses(batch, side),
+            judged, n = batch, window
+            if self.settings.reassign_evidence:
+                judged = self._evidence_batch(side, torch.unique(ids).cpu().tolist())
+                ids, n = judged[f"{side}_ids"], len(judged["labels"])
+            changed = reassign_among(table, ids, self._window_losses(judged, side, n),
                                      self.settings.reassign_candidates, self.gen,
                                      extra=[self._newest[side]])
             moved[side] = len(changed)
@@ -390,6 +485,8 @@ class DeepLearner(Learner):
         arrays["item_popularity"] = self.item_popularity
         arrays["scenario_prior"] = self.scenario_prior
         arrays["gen"] = self.gen.get_state().numpy()
+        for side in SIDES:
+            arrays.update(self.evidence[side].export(f"evidence.{side}"))
         for side, sp in self.splitters.items():  # the split window in progress, too
             arrays[f"split.{side}.hits"] = sp._hits.cpu().numpy()
             parts = sp._parts
@@ -450,6 +547,8 @@ class DeepLearner(Learner):
         self._scenario_index = {s: k for k, s in enumerate(self.scenarios)}
         self.totals = {k: int(v) for k, v in header["totals"].items()}
         self.gen.set_state(torch.from_numpy(arrays["gen"].copy()))
+        for side in SIDES:
+            self.evidence[side].load(arrays, f"evidence.{side}")
         self._reset_changes()
         self._published_entities = {s: 0 for s in SIDES}  # the next publish is a snapshot
 

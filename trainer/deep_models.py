@@ -70,8 +70,7 @@ class SAMLLearner(DeepLearner):
         out = self._run(*(batch[n] for n in self._INPUTS), batch["history"], batch["mask"])
         return self.net.loss(out, batch["labels"]), out.logit
 
-    def _window_losses(self, batch: Batch, side: str) -> Callable[[], torch.Tensor]:
-        w = self.settings.reassign_window
+    def _window_losses(self, batch: Batch, side: str, w: int) -> Callable[[], torch.Tensor]:
         args = _tail(batch, (*self._INPUTS, "history", "mask"), w)
         labels = batch["labels"][-w:]
 
@@ -130,8 +129,7 @@ class DUPNLearner(DeepLearner):
         loss = DUPN.loss(logits, price, batch["labels"], batch["purchase"], batch["price"])
         return loss, logits.ctr
 
-    def _window_losses(self, batch: Batch, side: str) -> Callable[[], torch.Tensor]:
-        w = self.settings.reassign_window
+    def _window_losses(self, batch: Batch, side: str, w: int) -> Callable[[], torch.Tensor]:
         users, items, context, labels = _tail(batch, ("user_ids", "item_ids", "context",
                                                       "labels"), w)
         seq = batch["seq"]
