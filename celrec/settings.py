@@ -140,7 +140,7 @@ class Settings(BaseSettings):
         0.005, gt=0, le=1, description="saml/dupn: Adam learning rate of the streaming learner"
     )
     split_every: int = Field(
-        10, ge=1, le=100_000, description="saml/dupn: optimiser steps between GPCA splits of "
+        30, ge=1, le=100_000, description="saml/dupn: optimiser steps between GPCA splits of "
         "each CEL table (from the gradients accumulated meanwhile)",
     )
     reassign_window: int = Field(
