@@ -36,6 +36,7 @@ from schemas.sequence import Step, encode_sequence
 from schemas.snapshot import SIDES, SideMeta, assignment_dtype, decode_bundle, encode_bundle
 from schemas.state import StateKeys
 from trainer.learner import Learner, LearnStats
+from trainer.published_ids import delta_id_arrays
 from trainer.reassign import EntityEvidence, move_by_votes, reassign_among
 from trainer.sequences import InternalStep, UserSequences
 
@@ -440,19 +441,8 @@ class DeepLearner(Learner):
                                     dict[str, np.ndarray]]:
         arrays = self._common_arrays()
         first_new = dict(self._published_entities)
-        for side in SIDES:
-            new = np.arange(first_new[side], len(self.ids[side]), dtype=np.int64)
-            fresh = IdMap()
-            fresh.lookup_or_add(self.ids[side].external(new))
-            arrays[f"{side}.new_ids.blob"], arrays[f"{side}.new_ids.offsets"] = \
-                fresh.export_arrays()
-            changed = np.unique(np.concatenate([new, *self._changed[side]]).astype(np.int64))
-            arrays[f"{side}.changed.index"] = changed
-            arrays[f"{side}.changed.row"] = self._rows(side, changed).astype(np.int32)
-        popular = (np.unique(np.concatenate(self._popular)) if self._popular
-                   else np.zeros(0, np.int64)).astype(np.int64)
-        arrays["item.popularity.index"] = popular
-        arrays["item.popularity.value"] = self.item_popularity[popular].astype(np.int32)
+        arrays.update(delta_id_arrays(self.ids, first_new, self._changed, self._rows,
+                                      self._popular, self.item_popularity))
         splits = self._splits
         self._reset_changes()
         return first_new, splits, arrays

@@ -77,15 +77,21 @@ def test_events_train_the_model_online_and_every_endpoint_serves_it(stack):
                "scenario": "s1", "price_level": 5}
               for kind in ("click", "purchase", "click", "add_to_cart")] * 5
     assert stack.client.post("/events", json=posted).status_code == 202
+    stack.wait_for(lambda p: p.events_applied >= 320)
+    key = StateKeys(stack.settings.state_prefix).user_sequence("u1")
     deadline = time.monotonic() + 20
-    while True:  # the served state changes after the events
+    while True:  # the served state changes after the events (not just after the warm-up:
+        # its last delta may still be on its way, so wait for what the posted events wrote)
         after, vector_after, version_after = served(stack)
-        if after != scores and vector_after != vector and version_after > version:
+        raw = stack.store.get(key)
+        sequence_done = kind == "deepfm" or (raw is not None and [
+            s.item_id for s in decode_sequence(raw)[-4:]] == ["i3"] * 4)
+        if (after != scores and vector_after != vector and version_after > version
+                and sequence_done):
             break
         assert time.monotonic() < deadline, "the served state never reflected the events"
         time.sleep(0.05)
 
-    raw = stack.store.get(StateKeys(stack.settings.state_prefix).user_sequence("u1"))
     if kind == "deepfm":  # no behaviour sequence
         assert raw is None
     else:
