@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import abstractmethod
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -250,18 +251,62 @@ class DeepLearner(Learner):
             if table.num_active < 2:
                 continue
             entities = torch.unique(batch[f"{side}_ids"]).cpu()
-            votes = torch.zeros(len(entities), table.num_active)
-            for k, entity in enumerate(entities.tolist()):
-                near = self._neighbours(side, entity)
-                if near:
-                    rows = table.clusters_of(torch.tensor(near, device=self.device)).cpu()
-                    votes[k].index_add_(0, rows, torch.ones(len(rows)))
+            votes = self._vote_matrix(side, entities.tolist(), table)
             changed = move_by_votes(table, entities, votes, self.gen, VOTE_RATIO)
             moved[side] = len(changed)
             if len(changed):
                 self._changed[side].append(changed.cpu().numpy())
         self.totals["reassigned"] += sum(moved.values())
         return moved
+
+    def _vote_matrix(self, side: str, entities: list[int], table: ClusteredEmbedding
+                     ) -> torch.Tensor:
+        """Votes (entities x live clusters): for each entity, the clusters of its
+        same-side neighbours (``_neighbours``), counted with multiplicity.
+
+        Computed per partner instead of per entity: each clicker's (item side) or clicked
+        item's (user side) neighbour histogram is built once, the entities sum the
+        histograms of their partners, and the entity's own occurrences are taken back out.
+        Same counts as walking every entity's neighbours, without revisiting a partner
+        once per entity that shares it.
+        """
+        m = table.num_active
+        partners_of = [[other for other, label, _, _ in self.evidence[side].of(e) if label > 0]
+                       for e in entities]
+        index: dict[int, int] = {}
+        for partners in partners_of:
+            for p in partners:
+                index.setdefault(p, len(index))
+        votes = torch.zeros(len(entities), m)
+        if not index:
+            return votes
+        if side == "item":  # a clicker's neighbours: the items of its sequence
+            lists = [[step.item for step in self.sequences.steps(p)] for p in index]
+        else:  # a clicked item's neighbours: the users who clicked it
+            lists = [[u for u, label, _, _ in self.evidence["item"].of(p) if label > 0]
+                     for p in index]
+        flat = [x for members in lists for x in members]
+        hist = torch.zeros(len(index), m)
+        if flat:
+            owner = torch.repeat_interleave(torch.arange(len(index)),
+                                            torch.tensor([len(x) for x in lists]))
+            rows = table.clusters_of(torch.tensor(flat, device=self.device)).cpu().long()
+            hist.index_put_((owner, rows), torch.ones(len(flat)), accumulate=True)
+        counts = [Counter(members) for members in lists]
+        at, of = [], []  # (entity, partner) pairs, with multiplicity
+        own = [0.0] * len(entities)  # how often each entity is its own neighbour
+        for k, (entity, partners) in enumerate(zip(entities, partners_of, strict=True)):
+            for p in partners:
+                at.append(k)
+                of.append(index[p])
+                own[k] += counts[index[p]].get(entity, 0)
+        uses = torch.zeros(len(entities), len(index))
+        uses.index_put_((torch.tensor(at), torch.tensor(of)), torch.ones(len(at)),
+                        accumulate=True)
+        votes = uses @ hist
+        mine = table.clusters_of(torch.tensor(entities, device=self.device)).cpu().long()
+        votes[torch.arange(len(entities)), mine] -= torch.tensor(own)
+        return votes
 
     def _neighbours(self, side: str, entity: int) -> list[int]:
         """Same-side entities co-clicked with ``entity`` in the remembered interactions."""

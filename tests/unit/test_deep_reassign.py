@@ -94,3 +94,25 @@ def test_co_click_votes_find_planted_groups_from_the_arbitrary_start():
     without, with_votes = _planted_purity(False), _planted_purity(True)
     assert without < 0.6  # the start: ids spread over the clusters regardless of group
     assert with_votes >= 0.9 > without
+
+
+def test_vote_matrix_counts_every_neighbours_cluster_once_per_occurrence():
+    """The per-partner vote matrix equals walking each entity's neighbours one by one."""
+    learner = make_learner(Settings(
+        model="dupn", device="cpu", embedding_dim=8, user_clusters=4, item_clusters=4,
+        initial_clusters=4, split_every=100_000, reassign_window=0, sequence_length=6))
+    rng = np.random.default_rng(1)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    for k in range(300):  # repeats, so entities appear in their own partners' lists
+        learner.learn([Event(event_id=f"e{k}", user_id=f"u{rng.integers(12)}",
+                             item_id=f"i{rng.integers(10)}", value=float(rng.random() < 0.6),
+                             timestamp=start + timedelta(seconds=k))])
+    for side in ("user", "item"):
+        table = learner.tables[side]
+        entities = list(range(len(learner.ids[side])))
+        walked = torch.zeros(len(entities), table.num_active)
+        for k, entity in enumerate(entities):
+            for neighbour in learner._neighbours(side, entity):
+                walked[k, int(table.clusters_of(torch.tensor([neighbour]))[0])] += 1
+        assert walked.sum() > 0
+        assert torch.equal(learner._vote_matrix(side, entities, table), walked)
