@@ -20,10 +20,10 @@ from cel.models import DeepFM
 from cel.online import SIDES, OnlineCEL, OnlineCELConfig
 from celrec.settings import Settings
 from schemas.events import Event, EventType
-from schemas.snapshot import SideMeta, assignment_dtype
+from schemas.snapshot import SideMeta
 from schemas.state import decode_array, encode_array
 from trainer.learner import Learner, LearnStats
-from trainer.published_ids import delta_id_arrays
+from trainer.published_ids import delta_id_arrays, snapshot_id_arrays
 
 MODEL_KIND = "mf"
 
@@ -138,14 +138,9 @@ class CELLearner(Learner):
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         """Everything a reader needs to serve (see schemas.snapshot); resets the changes."""
         arrays = self._common_arrays()
-        for side in SIDES:
-            n = len(self.ids[side])
-            rows = self._rows_of(side, np.arange(n, dtype=np.int64))
-            dtype = assignment_dtype(int(self.model.cluster_table(side).shape[0]))
-            arrays[f"{side}.assign"] = rows.astype(dtype)
-            blob, offsets = self.ids[side].export_arrays()
-            arrays[f"{side}.ids.blob"], arrays[f"{side}.ids.offsets"] = blob, offsets
-        arrays["item.popularity"] = self.item_popularity[: len(self.ids["item"])].copy()
+        arrays.update(snapshot_id_arrays(
+            self.ids, self._rows_of,
+            {s: int(self.model.cluster_table(s).shape[0]) for s in SIDES}, self.item_popularity))
         self._reset_changes()
         return arrays
 

@@ -34,10 +34,10 @@ from cel.tables import ClusteredEmbedding, resolve_device
 from celrec.settings import Settings
 from schemas.events import Event, EventType
 from schemas.sequence import Step, encode_sequence
-from schemas.snapshot import SIDES, SideMeta, assignment_dtype, decode_bundle, encode_bundle
+from schemas.snapshot import SIDES, SideMeta, decode_bundle, encode_bundle
 from schemas.state import StateKeys
 from trainer.learner import Learner, LearnStats
-from trainer.published_ids import delta_id_arrays
+from trainer.published_ids import delta_id_arrays, snapshot_id_arrays
 from trainer.reassign import EntityEvidence, move_by_votes, reassign_among
 from trainer.sequences import InternalStep, UserSequences
 
@@ -470,15 +470,9 @@ class DeepLearner(Learner):
 
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         arrays = self._common_arrays()
-        for side in SIDES:
-            rows = self._rows(side, np.arange(len(self.ids[side]), dtype=np.int64))
-            arrays[f"{side}.assign"] = rows.astype(assignment_dtype(self.tables[side].num_active))
-            arrays[f"{side}.ids.blob"], arrays[f"{side}.ids.offsets"] = \
-                self.ids[side].export_arrays()
-        pop = np.zeros(len(self.ids["item"]), np.int32)
-        k = min(len(pop), len(self.item_popularity))
-        pop[:k] = self.item_popularity[:k]
-        arrays["item.popularity"] = pop
+        arrays.update(snapshot_id_arrays(
+            self.ids, self._rows, {side: t.num_active for side, t in self.tables.items()},
+            self.item_popularity))
         self._reset_changes()
         return arrays
 

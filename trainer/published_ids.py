@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from cel.idmap import IdMap
-from schemas.snapshot import SIDES
+from schemas.snapshot import SIDES, assignment_dtype
 
 RowsOf = Callable[[str, np.ndarray], np.ndarray]  # (side, internal ids) -> current rows
 
@@ -35,4 +35,20 @@ def delta_id_arrays(ids: Mapping[str, IdMap], first_new: Mapping[str, int],
              else np.zeros(0, np.int64)).astype(np.int64)
     arrays["item.popularity.index"] = index
     arrays["item.popularity.value"] = popularity[index].astype(np.int32)
+    return arrays
+
+
+def snapshot_id_arrays(ids: Mapping[str, IdMap], rows_of: RowsOf,
+                       table_rows: Mapping[str, int], popularity: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+    """Every id, its current row (the narrowest dtype for the table) and item popularity."""
+    arrays: dict[str, np.ndarray] = {}
+    for side in SIDES:
+        rows = rows_of(side, np.arange(len(ids[side]), dtype=np.int64))
+        arrays[f"{side}.assign"] = rows.astype(assignment_dtype(table_rows[side]))
+        arrays[f"{side}.ids.blob"], arrays[f"{side}.ids.offsets"] = ids[side].export_arrays()
+    items = len(ids["item"])
+    counts = np.zeros(items, np.int32)  # ids not yet counted (no positive event) have 0
+    counts[: min(items, len(popularity))] = popularity[:items]
+    arrays["item.popularity"] = counts
     return arrays
