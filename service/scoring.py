@@ -105,7 +105,7 @@ def build_router(state: ServiceState) -> APIRouter:
         model = current_model()
         if model.needs_sequence:
             values, unknown_user, unknown = await run_in_threadpool(
-                lambda: model.score(user_id, item_id, scenario, request_context(user_id)))
+                lambda: model.score(user_id, item_id, scenario, context_for(model, user_id)))
         else:
             values, unknown_user, unknown = model.score(user_id, item_id, scenario)
         _finite(values)
@@ -136,7 +136,7 @@ def build_router(state: ServiceState) -> APIRouter:
         status = "not_requested"
         if exclude_seen:
             seen, status = read_seen(user_id)
-        context = request_context(user_id) if model.needs_sequence else None
+        context = context_for(model, user_id)
         result = model.retrieve(user_id, n, scenario, seen, context)
         _finite(s for _, s in result.items)
         return RecommendationsResponse(
@@ -157,7 +157,7 @@ def build_router(state: ServiceState) -> APIRouter:
         scenario: Scenario = None,
     ) -> RepresentationResponse:
         model = current_model()
-        context = request_context(user_id) if model.needs_sequence else None
+        context = context_for(model, user_id)
         vector, unknown_user = model.representation(user_id, scenario, context)
         _finite(vector)
         return RepresentationResponse(
@@ -167,8 +167,11 @@ def build_router(state: ServiceState) -> APIRouter:
             vector=vector.tolist(),
         )
 
-    def request_context(user_id: str) -> RequestContext:
-        """The user's published behaviour sequence (empty when none or unreadable)."""
+    def context_for(model: ServingModel, user_id: str) -> RequestContext | None:
+        """The user's published behaviour sequence for a model that reads one (empty when
+        none or unreadable); None for the others, which need no store read."""
+        if not model.needs_sequence:
+            return None
         now = time.time()
         if not follower.store_reachable:
             return RequestContext((), now)
