@@ -6,7 +6,9 @@ choice per method is the best mean of the per-scenario AUCs (the small scenario 
 much as a large one). Sequences (``--part seq-video``): Amazon Video Games, the whole
 sequences of a seeded fifth of the users (part 1; the report scores part 0, disjoint
 users), a learning-rate grid per model, the best progressive AUC wins; ``seq-video-full``
-the same on full tables. Writes
+the same on full tables; ``seq-video-bias`` (CEL tables) the learning rate and whether the
+items have an own first-order bias (``SeqSpec.entity_bias``), per model, with the same
+grid for both. Writes
 bench/results/saml_dupn_tune.json (merged with what is there).
 """
 
@@ -30,6 +32,7 @@ OUT = ROOT / "bench" / "results" / "saml_dupn_tune.json"
 LRS = (0.001, 0.003)
 DECAYS = (0.0, 1e-5, 1e-4, 3e-4)
 SEQ_LRS = (0.003, 0.01, 0.03)
+SEQ_BIAS_LRS = (0.003, 0.01, 0.03, 0.1)  # 0.03 was the edge of SEQ_LRS for DUPN
 PER_SCENARIO = {"cel": 20_000, "full": 40_000}
 
 
@@ -59,33 +62,40 @@ def tune_scenarios(table: str, seed: int = 1) -> dict:
     return out
 
 
-def tune_video(table: str = "cel", parts: int = 5, part: int = 1) -> dict:
+def tune_video(table: str = "cel", parts: int = 5, part: int = 1,
+               grid: tuple[dict, ...] | None = None) -> dict:
+    """``grid``: the SeqSpec settings tried for each model (default: the SEQ_LRS)."""
     log = load_events(DATA / "amazon-video-games-sasrec" / "Video.txt", "sasrec")
     out: dict = {"table": table, "user_parts": parts, "user_part": part, "grid": [],
                  "best": {}}
+    grid = grid or tuple({"lr": lr} for lr in SEQ_LRS)
     for model in ("dupn", "deepfm"):
         best = None
-        for lr in SEQ_LRS:
-            spec = SeqSpec(table=table, user_parts=parts, user_part=part, lr=lr)
+        for setting in grid:
+            spec = SeqSpec(table=table, user_parts=parts, user_part=part, **setting)
             r = run_stream(log, spec, (model,))[0]
-            row = {"method": model, "lr": lr, "auc": r["auc"], "logloss": r["logloss"]}
+            row = {"method": model, **setting, "auc": r["auc"], "logloss": r["logloss"]}
             out["grid"].append(row)
             print("video", row, flush=True)
             if best is None or r["auc"] > best["auc"]:
                 best = row
-        out["best"][model] = {"lr": best["lr"]}
+        out["best"][model] = {k: best[k] for k in setting}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--part", required=True,
-                        choices=("ms-full", "ms-cel", "seq-video", "seq-video-full"))
+                        choices=("ms-full", "ms-cel", "seq-video", "seq-video-full",
+                                 "seq-video-bias"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     report = json.loads(OUT.read_text()) if OUT.is_file() else {}
     clock = time.perf_counter()
-    if args.part.startswith("seq-video"):
+    if args.part == "seq-video-bias":
+        report[args.part] = tune_video("cel", grid=tuple(
+            {"lr": lr, "entity_bias": b} for b in (False, True) for lr in SEQ_BIAS_LRS))
+    elif args.part.startswith("seq-video"):
         report[args.part] = tune_video("full" if args.part.endswith("full") else "cel")
     else:
         report[args.part] = tune_scenarios(args.part[3:])

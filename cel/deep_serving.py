@@ -128,8 +128,9 @@ class NumpyDUPN:
 
     def __init__(self, net: DUPN):
         cfg = net.config
-        if cfg.num_categories or net.user_table is None:
-            raise ValueError("the numpy DUPN path needs a user table and no categories")
+        if cfg.num_categories or net.user_table is None or cfg.item_bias:
+            raise ValueError("the numpy DUPN path needs a user table, no categories and no "
+                             "item bias column")
         f32 = np.float32
         self.hidden = cfg.hidden
         self.item_weight = net.item_table.weight.detach().numpy().astype(f32)

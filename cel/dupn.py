@@ -50,6 +50,11 @@ class DUPNConfig:
     # a linear item term (popularity) and a dot product of the projected representation
     # with the item encoding, in the CTR and conversion logits
     wide: bool = True
+    # a first-order item term in the CTR logit, as DeepFM's bias column: the item table is
+    # one column wider and that column (for a CEL table the cluster's value plus the item's
+    # own float, ``ClusteredEmbedding(entity_bias=True)``) is added to the CTR logit of the
+    # candidate; it is not part of the item's encoding (sequence steps, heads). Off by default
+    item_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.table not in ("cel", "full"):
@@ -138,7 +143,8 @@ class DUPN(nn.Module):
     def __init__(self, config: DUPNConfig, device: str | torch.device = "cpu") -> None:
         super().__init__()
         self.config = cfg = config
-        self.item_table = self._table(cfg.num_items, cfg.item_clusters, device)
+        self.item_table = self._table(cfg.num_items, cfg.item_clusters, device,
+                                      cfg.item_bias)
         self.user_table = (self._table(cfg.num_users, cfg.user_clusters, device)
                            if cfg.num_users > 0 else None)
         pd = cfg.property_dim
@@ -167,13 +173,28 @@ class DUPN(nn.Module):
                 nn.init.zeros_(m.weight)
         self.to(device)
 
-    def _table(self, n: int, clusters: int, device: str | torch.device) -> nn.Module:
+    def _table(self, n: int, clusters: int, device: str | torch.device,
+               bias: bool = False) -> nn.Module:
         cfg = self.config
-        return entity_table(cfg.table, n, cfg.item_dim, clusters, cfg.init_std, device)
+        if bias and cfg.table == "cel":
+            return ClusteredEmbedding(n, cfg.item_dim + 1, clusters, cfg.init_std,
+                                      device=device, entity_bias=True)
+        return entity_table(cfg.table, n, cfg.item_dim + int(bias), clusters, cfg.init_std,
+                            device)
 
-    def item_part(self, items: torch.Tensor, categories: torch.Tensor | None) -> torch.Tensor:
-        """The item's row of the (CEL) item table, with its category embedding if any."""
-        rows = self.item_table(items)
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """The item table's rows for ids of any shape (looked up flat: a table's own
+        per-entity terms expect a 1-d batch of ids)."""
+        rows = self.item_table(items.reshape(-1))
+        return rows.view(*items.shape, rows.shape[-1])
+
+    def item_part(self, items: torch.Tensor, categories: torch.Tensor | None,
+                  rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The item's row of the (CEL) item table, with its category embedding if any
+        (without the bias column, see ``item_bias``); ``rows``: the looked-up rows."""
+        rows = self.item_rows(items) if rows is None else rows
+        if self.config.item_bias:
+            rows = rows[..., :-1]
         if self.category is None:
             return rows
         if categories is None:
@@ -198,6 +219,14 @@ class DUPN(nn.Module):
                             return_attention: bool = False
                             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, rep_dim); once per request. An empty sequence pools to zeros (still valid)."""
+        pooled, weights = self.pool_sequence(seq, context)
+        rep = self.with_profile(pooled, users)
+        return (rep, weights) if return_attention else rep
+
+    def pool_sequence(self, seq: Sequence, context: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sequence part of the representation: attention-pooled LSTM states (B, H)
+        and the attention weights (B, T)."""
         props = self.properties(seq)
         states, _ = self.lstm(self._sequence_part(seq), props, seq.mask)
         parts = [states, props]
@@ -206,18 +235,21 @@ class DUPN(nn.Module):
             parts.append(ctx.unsqueeze(1).expand(-1, states.shape[1], -1))
         scores = self.attention(torch.cat(parts, dim=-1)).squeeze(-1)
         weights = masked_softmax(scores, seq.mask)
-        pooled = torch.einsum("bt,bth->bh", weights, states)
-        rep = pooled
-        if self.user_table is not None:
-            if users is None:
-                raise ValueError("this DUPN has a user table: pass users")
-            rep = torch.cat([pooled, self.user_table(users)], dim=1)
-        return (rep, weights) if return_attention else rep
+        return torch.einsum("bt,bth->bh", weights, states), weights
+
+    def with_profile(self, pooled: torch.Tensor, users: torch.Tensor | None) -> torch.Tensor:
+        """[pooled, the user's row] (just ``pooled`` without a user table)."""
+        if self.user_table is None:
+            return pooled
+        if users is None:
+            raise ValueError("this DUPN has a user table: pass users")
+        return torch.cat([pooled, self.user_table(users)], dim=1)
 
     def score_candidates(self, rep: torch.Tensor, items: torch.Tensor,
                          categories: torch.Tensor | None = None) -> TaskLogits:
         """``rep`` (B, R), ``items`` (B, C) -> per-candidate logits; the shallow part only."""
-        part = self.item_part(items, categories)
+        rows = self.item_rows(items)
+        part = self.item_part(items, categories, rows)
         enc = self.item_encoder(part)  # (B, C, E)
         joint = torch.cat([rep.unsqueeze(1).expand(-1, items.shape[1], -1), enc], dim=-1)
         ctr, cvr = self.ctr_head(joint).squeeze(-1), self.cvr_head(joint).squeeze(-1)
@@ -227,6 +259,8 @@ class DUPN(nn.Module):
             dot = torch.einsum("bke,bce->bck", user, enc)
             ctr = ctr + item_term[..., 0] + dot[..., 0]
             cvr = cvr + item_term[..., 1] + dot[..., 1]
+        if self.config.item_bias:
+            ctr = ctr + rows[..., -1]
         return TaskLogits(ctr, cvr)
 
     def price_logits(self, rep: torch.Tensor) -> torch.Tensor:
@@ -236,7 +270,16 @@ class DUPN(nn.Module):
                 context: torch.Tensor | None = None, categories: torch.Tensor | None = None
                 ) -> tuple[TaskLogits, torch.Tensor]:
         """One candidate per example: (TaskLogits of shape (B,), price logits (B, P))."""
-        rep = self.user_representation(seq, users, context)
+        return self.forward_pooled(self.pool_sequence(seq, context)[0], items, users,
+                                   categories)
+
+    def forward_pooled(self, pooled: torch.Tensor, items: torch.Tensor,
+                       users: torch.Tensor | None = None,
+                       categories: torch.Tensor | None = None
+                       ) -> tuple[TaskLogits, torch.Tensor]:
+        """``forward`` from an already pooled sequence part (``pool_sequence``): the
+        candidate and the user row are looked up now, the sequence's item rows were then."""
+        rep = self.with_profile(pooled, users)
         cats = None if categories is None else categories.unsqueeze(1)
         out = self.score_candidates(rep, items.unsqueeze(1), cats)
         return TaskLogits(out.ctr.squeeze(1), out.cvr.squeeze(1)), self.price_logits(rep)

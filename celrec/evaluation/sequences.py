@@ -212,6 +212,14 @@ class SeqSpec:
     start: int = 0  # skip the first events (a later, disjoint stretch: validation runs)
     warmup: int = 0  # learn from the events just before ``start`` first, without scoring
     clip: float = 0.0  # gradient-norm clipping (0: none)
+    # DUPN reassignment: encode the window's sequences once under the current assignment
+    # and vary only the candidate / user rows (False: the sequences' items move with the
+    # candidates being tried, so every trial also re-encodes the sequences)
+    reassign_fixed_sequence: bool = True
+    # an own first-order bias per item (1 float each, counted in memory): DUPN's
+    # ``item_bias`` column, DeepFM's tables with ``entity_bias`` (its bias column)
+    entity_bias: bool = False
+    table_lr: float = 0.0  # Adam lr of the user/item tables (rows, own biases); 0: ``lr``
     user_parts: int = 1  # > 1: replay only the users of one of this many seeded parts,
     user_part: int = 0  # with all their events (whole sequences, disjoint parts)
 
@@ -260,15 +268,22 @@ class _DUPNRun:
             item_clusters=spec.clusters, user_clusters=spec.clusters, table=spec.table,
             behaviour_types=max(BEHAVIOURS.values()) + 1, scenarios=log.num_scenarios,
             time_buckets=spec.time_buckets, hidden=spec.hidden,
-            num_categories=log.num_categories))
+            num_categories=log.num_categories, item_bias=spec.entity_bias))
         with torch.no_grad():
             self.model.ctr_head[-1].bias.fill_(prior)
 
     def _out(self, b: _Batch):
         return self.model(b.seq, b.items, b.users, categories=b.categories)
 
-    def losses(self, b: _Batch) -> torch.Tensor:
-        out, _ = self._out(b)
+    def pooled(self, b: _Batch) -> torch.Tensor:
+        """The batch's pooled sequences under the current assignment (for reassignment)."""
+        return self.model.pool_sequence(b.seq)[0]
+
+    def losses(self, b: _Batch, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        if pooled is None:
+            out, _ = self._out(b)
+        else:  # the sequence as it was encoded; only the candidate and user rows vary
+            out, _ = self.model.forward_pooled(pooled, b.items, b.users, b.categories)
         bce = torch.nn.functional.binary_cross_entropy_with_logits
         return bce(out.ctr, b.click, reduction="none")
 
@@ -295,7 +310,7 @@ class _DeepFMRun:
         cards = (log.num_categories,) if log.num_categories else ()
         self.rec = make_recommender(spec.table, log.num_users, log.num_items, "deepfm",
                                     spec.dim, "both", spec.clusters, "binary", "cpu", cards,
-                                    seed=spec.seed)
+                                    seed=spec.seed, entity_bias=spec.entity_bias)
         self.model = self.rec
         with torch.no_grad():
             self.rec.model.global_bias.fill_(prior)
@@ -304,7 +319,7 @@ class _DeepFMRun:
         ctx = None if b.categories is None else b.categories.unsqueeze(1)
         return Interactions(b.users, b.items, b.click, ctx)
 
-    def losses(self, b: _Batch) -> torch.Tensor:
+    def losses(self, b: _Batch, pooled: torch.Tensor | None = None) -> torch.Tensor:
         return self.rec.loss(self.rec.score(self._x(b)), b.click)
 
     def loss(self, b: _Batch) -> torch.Tensor:
@@ -353,7 +368,12 @@ def run_stream(log: EventLog, spec: SeqSpec, models: tuple[str, ...] = ("dupn", 
 
 def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
             spec: SeqSpec, gen: torch.Generator) -> dict:
-    optimizer = torch.optim.Adam(run.model.parameters(), lr=spec.lr)
+    tables = [t for t in (run.model.user_table, run.model.item_table) if t is not None]
+    in_tables = {id(p) for t in tables for p in t.parameters()}
+    optimizer = torch.optim.Adam([
+        {"params": [p for p in run.model.parameters() if id(p) not in in_tables]},
+        {"params": [p for t in tables for p in t.parameters()],
+         "lr": spec.table_lr or spec.lr}], lr=spec.lr)
     splitters = [GradientSplitter(t, spec.split_every, optimizer) for t in run.tables().values()]
     reassign_gen = torch.Generator().manual_seed(spec.seed + 1)
     preds, cvr_preds, labels, buys = [], [], [], []
@@ -394,7 +414,7 @@ def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
             steps += 1
             recent = (recent + [batch])[-max(1, spec.reassign_window // len(batch)):]
             if spec.reassign_every and steps % spec.reassign_every == 0 and run.tables():
-                _reassign(run, recent, reassign_gen)
+                _reassign(run, recent, reassign_gen, spec.reassign_fixed_sequence)
             seconds += time.perf_counter() - clock
     finally:
         for s in splitters:
@@ -416,9 +436,13 @@ def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
     return result
 
 
-def _reassign(run: _DUPNRun | _DeepFMRun, recent: list[_Batch], gen: torch.Generator) -> None:
-    """Loss-based reassignment on the recent window. For DUPN's item side this is
-    approximate: history positions of the window's items move along with the candidates."""
+def _reassign(run: _DUPNRun | _DeepFMRun, recent: list[_Batch], gen: torch.Generator,
+              fixed_sequence: bool = False) -> None:
+    """Loss-based reassignment on the recent window. For DUPN's item side without
+    ``fixed_sequence`` this is approximate: history positions of the window's items move
+    along with the candidates being tried. With it, the window's sequences are encoded once
+    (current assignment) and each trial re-scores only the candidate and user rows, which
+    is exact for the candidate (and one LSTM pass instead of one per cluster)."""
     def cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
         return None if parts[0] is None else torch.cat(parts)
 
@@ -429,7 +453,9 @@ def _reassign(run: _DUPNRun | _DeepFMRun, recent: list[_Batch], gen: torch.Gener
     with torch.no_grad():
         for side, table in run.tables().items():
             ids = window.users if side == "user" else window.items
-            reassign_by_loss(table, ids, lambda: run.losses(window), generator=gen)
+            pooled = run.pooled(window) if fixed_sequence and hasattr(run, "pooled") else None
+            reassign_by_loss(table, ids, lambda p=pooled: run.losses(window, p),
+                             generator=gen)
 
 
 def cli_report(args) -> dict:

@@ -147,3 +147,40 @@ def test_shallow_terms_start_at_zero_and_learn_item_popularity() -> None:
     out.ctr.sum().backward()
     assert model.wide["item"].weight.grad.abs().sum() > 0
     assert model.wide["user"].weight.grad.abs().sum() > 0
+
+
+def test_item_bias_is_a_first_order_ctr_term_of_the_candidate_only() -> None:
+    """``item_bias``: an item's own float moves its CTR logit by exactly that much as a
+    candidate, and does not change any user representation (not a sequence input)."""
+    model = _model(item_bias=True)
+    table = model.item_table
+    assert table.weight.shape[1] == 6 + 1 and table.bias is not None
+    plain = _model()
+    assert model.memory_bytes() == plain.memory_bytes() + 40 * 4 + 5 * 4  # own floats, column
+    seq = _seq(2, 5, [5, 3])
+    users, ctx = torch.tensor([1, 2]), torch.tensor([[0], [2]])
+    item = int(seq.items[0, 0])  # in the first user's sequence and a candidate below
+    cands = torch.tensor([[item, (item + 1) % 40], [item, (item + 2) % 40]])
+    with torch.no_grad():
+        rep = model.user_representation(seq, users, ctx)
+        before = model.score_candidates(rep, cands)
+        table.bias[item] += 0.7
+        rep_after = model.user_representation(seq, users, ctx)
+        after = model.score_candidates(rep_after, cands)
+    assert torch.equal(rep, rep_after)
+    assert torch.allclose(after.ctr[:, 0] - before.ctr[:, 0], torch.full((2,), 0.7), atol=1e-5)
+    assert torch.equal(after.ctr[:, 1], before.ctr[:, 1])
+    assert torch.equal(after.cvr, before.cvr)
+    full = _model(item_bias=True, table="full")
+    assert full.item_table.weight.shape == (40, 7)
+
+
+def test_forward_pooled_matches_forward() -> None:
+    model = _model()
+    seq = _seq(3, 5, [5, 2, 0])
+    users, ctx, items = torch.tensor([1, 2, 3]), torch.tensor([[0], [1], [2]]), torch.arange(3)
+    out, price = model(seq, items, users, ctx)
+    pooled, _ = model.pool_sequence(seq, ctx)
+    out2, price2 = model.forward_pooled(pooled, items, users)
+    assert torch.allclose(out.ctr, out2.ctr) and torch.allclose(out.cvr, out2.cvr)
+    assert torch.allclose(price, price2)
