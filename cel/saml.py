@@ -231,9 +231,12 @@ class SAML(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, scenarios: torch.Tensor,
                 context: torch.Tensor | None = None, history: torch.Tensor | None = None,
-                history_mask: torch.Tensor | None = None) -> SAMLOutput:
+                history_mask: torch.Tensor | None = None, branches: bool = True
+                ) -> SAMLOutput:
         """``history``: (B, L) item ids of the user's recent items, ``history_mask`` (B, L)
-        True at real steps (padding ids may be any valid id)."""
+        True at real steps (padding ids may be any valid id). ``branches=False``: the
+        auxiliary network alone (``logit`` is the auxiliary logit), e.g. to score the global
+        assignment cheaply."""
         cfg = self.config
         (u, ub), (i, ib) = _split_bias(self.user_table(users)), _split_bias(self.item_table(items))
         ctx = [table(context[:, k]) for k, table in enumerate(self.context)]
@@ -259,7 +262,7 @@ class SAML(nn.Module):
         aux_logit = self.aux_head(h).squeeze(1) + fm + ub + ib
 
         states, deltas = [], []
-        for k in range(self.num_branches):
+        for k in range(self.num_branches if branches else 0):
             own = slot == k
             # a branch with no sample of its own in the batch runs without a graph, so its
             # parameters get no gradient at all (a zero gradient would still move Adam)
@@ -272,6 +275,8 @@ class SAML(nn.Module):
             states.append(state)
             deltas.append(delta)  # only ever read at the branch's own samples
         logit = aux_logit
+        if not branches:
+            return SAMLOutput(logit, aux_logit, torch.zeros_like(slot, dtype=torch.bool))
         if states:
             own_out = self._mutual(states, slot, h, torch.stack(deltas, dim=1))
             logit = torch.where(slot >= 0, aux_logit + own_out, aux_logit)

@@ -37,6 +37,9 @@ class ScenarioData:
     num_items: int
     num_scenarios: int
     small: int  # the scenario with fewer samples
+    # the planted groups (for measuring cluster recovery only; no model reads them)
+    user_group: torch.Tensor | None = None
+    item_group: torch.Tensor | None = None
 
 
 def make_scenario_data(num_users: int = 2000, num_items: int = 1000, scenarios: int = 3,
@@ -71,4 +74,4 @@ def make_scenario_data(num_users: int = 2000, num_items: int = 1000, scenarios: 
     perm = torch.randperm(len(data), generator=gen)
     cut = int(len(data) * (1 - test_fraction))
     return ScenarioData(data.subset(perm[:cut]), data.subset(perm[cut:]), num_users,
-                        num_items, scenarios, scenarios - 1)
+                        num_items, scenarios, scenarios - 1, user_group, item_group)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -72,6 +73,14 @@ class MSSpec:
     weight_decay: float = 0.0  # Adam L2, on every parameter
     split_every: int = 5
     reassign_window: int = 8192  # samples scored per side after each epoch (0: no reassign)
+    # also reassign every this many optimiser steps while a table still grows (0: only
+    # after each epoch)
+    reassign_every: int = 0
+    # CEL tables' starting assignment: "single" (one cluster, grown by GPCA splits) or
+    # "random" (entities spread uniformly over the whole budget; reassignment clusters them)
+    cel_init: str = "single"
+    reassign_epochs: int = 1_000  # the in-epoch reassignments stop after this many epochs
+    saml_reassign_by: str = "full"  # SAML: score reassignment by "full" loss or "aux" alone
     valid_fraction: float = 0.1
     seed: int = 0
     max_branches: int = 8
@@ -102,15 +111,28 @@ class _Fitted:
 
 
 class _SAMLFit(_Fitted):
-    def _out(self, b: MSData):
-        return self.module(b.users, b.items, b.scenarios, b.context, b.history, b.history_mask)
+    """``reassign_by="aux"``: reassignment scores the auxiliary network's loss alone (the
+    global representation the assignment belongs to; a fraction of the cost of running every
+    branch once per candidate cluster); ``"full"``: the training loss."""
+
+    def __init__(self, module: torch.nn.Module, reassign_by: str = "full") -> None:
+        super().__init__(module)
+        if reassign_by not in ("full", "aux"):
+            raise ValueError(f"reassign_by must be 'full' or 'aux', got {reassign_by!r}")
+        self.reassign_by = reassign_by
+
+    def _out(self, b: MSData, branches: bool = True):
+        return self.module(b.users, b.items, b.scenarios, b.context, b.history, b.history_mask,
+                           branches=branches)
 
     def loss(self, b: MSData) -> torch.Tensor:
         return self.module.loss(self._out(b), b.labels)
 
     def sample_losses(self, b: MSData) -> torch.Tensor:
-        out = self._out(b)
         bce = torch.nn.functional.binary_cross_entropy_with_logits
+        if self.reassign_by == "aux":
+            return bce(self._out(b, branches=False).aux_logit, b.labels, reduction="none")
+        out = self._out(b)
         return (bce(out.logit, b.labels, reduction="none")
                 + self.module.config.aux_weight * bce(out.aux_logit, b.labels, reduction="none"))
 
@@ -180,7 +202,7 @@ def build_saml(task: MSTask, spec: MSSpec) -> _SAMLFit:
     start = _logit(float(task.train.labels.mean()))
     with torch.no_grad():  # branches output deviations from the auxiliary logit
         model.aux_head.bias.fill_(start)
-    return _SAMLFit(model)
+    return _SAMLFit(model, spec.saml_reassign_by)
 
 
 def build_deepfm(task: MSTask, spec: MSSpec, scenario_field: bool,
@@ -214,18 +236,25 @@ def predict_all(fitted: _Fitted, data: MSData, chunk: int = 8192) -> torch.Tenso
                       for s in range(0, len(data), chunk)])
 
 
-def fit(fitted: _Fitted, train: MSData, spec: MSSpec) -> dict:
-    """Train ``spec.epochs`` epochs, keep the epoch with the best validation AUC."""
+def fit(fitted: _Fitted, train: MSData, spec: MSSpec,
+        on_epoch: Callable[[int, _Fitted], None] | None = None) -> dict:
+    """Train ``spec.epochs`` epochs, keep the epoch with the best validation AUC;
+    ``on_epoch(epoch, fitted)`` is called after each epoch's reassignment (diagnostics)."""
     gen = torch.Generator().manual_seed(spec.seed)
     perm = torch.randperm(len(train), generator=gen)
     n_valid = int(len(train) * spec.valid_fraction) if len(train) >= 20 else 0
     valid, learn = train.subset(perm[:n_valid]), train.subset(perm[n_valid:])
     optimizer = torch.optim.Adam(fitted.module.parameters(), lr=spec.lr,
                                  weight_decay=spec.weight_decay)
+    if spec.cel_init == "random":
+        for table in fitted.tables().values():
+            table.num_active = table.max_clusters
+            table.assign(torch.randint(table.max_clusters, (table.num_entities,),
+                                       generator=gen))
     splitters = fitted.splitters(optimizer, spec.split_every)
-    best, best_auc, curve = None, -1.0, []
+    best, best_auc, curve, steps = None, -1.0, [], 0
     try:
-        for _ in range(spec.epochs):
+        for epoch in range(spec.epochs):
             fitted.module.train()
             order = torch.randperm(len(learn), generator=gen)
             for start in range(0, len(learn), spec.batch_size):
@@ -235,8 +264,16 @@ def fit(fitted: _Fitted, train: MSData, spec: MSSpec) -> dict:
                 optimizer.step()
                 for s in splitters:
                     s.step()
+                steps += 1
+                if (spec.reassign_every and steps % spec.reassign_every == 0
+                        and epoch < spec.reassign_epochs):
+                    fitted.module.eval()
+                    reassign(fitted, learn, spec, gen)
+                    fitted.module.train()
             fitted.module.eval()
             reassign(fitted, learn, spec, gen)
+            if on_epoch is not None:
+                on_epoch(epoch, fitted)
             if n_valid:
                 value = auc(predict_all(fitted, valid), valid.labels)
                 value = -1.0 if value is None else value
