@@ -17,7 +17,10 @@ replay interleaves users by relative position), so the users are sampled instead
 
 Hyperparameters (learning rate, weight decay) per method come from
 bench/saml_dupn_tune.py, chosen on validation data only (another generator seed; another,
-disjoint fifth of the Video Games users); defaults where that file lacks an entry.
+disjoint fifth of the Video Games users); defaults where that file lacks an entry. The
+synthetic part on CEL tables is the exception: one setting for every method (``CEL_SPEC``,
+chosen on generator seed 1 with bench/saml_cluster_recovery.py, where the old setting
+never recovered the planted groups); ``--synthetic-only cel,full`` runs part 1 alone.
 
 Single-threaded torch (the machine is shared and 2-core); one run, same seeds for every
 model. ``--quick`` shrinks everything for a smoke check.

@@ -4,6 +4,11 @@ All three sit on the same kind of tables (CEL with GPCA splits from ``GradientSp
 full), train with the same optimiser, batch size and epochs, and keep the epoch with the best
 AUC on a validation part of the training data (the small scenario's separate model would
 otherwise overfit, which would flatter SAML). AUC is reported per scenario and overall.
+
+CEL tables: GPCA splits every ``split_every`` steps while a table grows; loss-based
+reassignment of the entities in a window of the training part after each epoch and, with
+``reassign_every``, every that many steps (k-means-like alternation needs many rounds: on
+the planted-group data, once per epoch never recovered the groups).
 """
 
 from __future__ import annotations
