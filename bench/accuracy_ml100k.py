@@ -54,10 +54,14 @@ def run_celrec(data_dir: Path, fold: int, name: str, args: argparse.Namespace) -
                          reassign_min_count=args.reassign_min_count,
                          prior_exclusive=args.prior_exclusive,
                          entity_bias_prior=args.entity_bias_prior,
-                         entity_scale_prior=args.entity_scale_prior)
+                         entity_scale_prior=args.entity_scale_prior,
+                         extra_rows_prior=args.extra_rows_prior,
+                         extra_rows_min_count=args.extra_rows_min_count,
+                         ridge_sweeps=args.ridge_sweeps, ridge_sides=args.ridge_sides)
     spec = RunSpec(methods=(method,), model=args.model, dim=args.dim, clusters=args.clusters,
                    side="item", protocol="folds", device=args.device, train=config,
-                   entity_bias=args.entity_bias, entity_scale=args.entity_scale)
+                   entity_bias=args.entity_bias, entity_scale=args.entity_scale,
+                   extra_rows=args.extra_rows)
     result = evaluate(prep, spec)[0]
     return {"rmse": result["rmse"], "cold_rmse": cold_rmse(result),
             "memory_bytes": result["memory_bytes"],
@@ -125,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-entity-scale", dest="entity_scale", action="store_false",
                    help="cel without an own scale per item")
     p.add_argument("--entity-scale-prior", type=float, default=10.0)
+    d = TrainConfig()
+    p.add_argument("--extra-rows", type=int, default=0,
+                   help="cel: more weighted cluster rows per item (a sparse code; 0: off)")
+    p.add_argument("--extra-rows-prior", type=float, default=d.extra_rows_prior)
+    p.add_argument("--extra-rows-min-count", type=int, default=d.extra_rows_min_count)
+    p.add_argument("--ridge-sweeps", type=int, default=0,
+                   help="exact ridge solves of the user (then item) rows after training, "
+                        "every method")
+    p.add_argument("--ridge-sides", default="both", choices=("user", "both"))
     p.add_argument("--reassign-epochs", type=int, default=15)
     p.add_argument("--personal-l2", type=float, default=0.1)
     p.add_argument("--device", default="auto")

@@ -7,6 +7,7 @@ window in a stream) and return counters; neither touches entities absent from th
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from cel.gpca import gpca_split
 from cel.interactions import Interactions
@@ -214,3 +215,69 @@ def split(rec: Recommender, side: str, data: Interactions, choice: str = "intera
             if torch.is_tensor(value) and value.shape == table.weight.shape:
                 value[child] = value[parent]
     return {"split": 1, "parent": parent, "child": child, "moved": int(moving.sum())}
+
+
+@torch.no_grad()
+def assign_extra(rec: Recommender, side: str, data: Interactions, prior: float = 10.0,
+                  min_count: int = 20, reg: float = 0.0, chunk: int = 131_072
+                  ) -> dict[str, int]:
+    """Choose each entity's extra rows (tables with ``extra_rows``) by matching pursuit.
+
+    For each extra slot j in turn: with that slot's term removed, an entity's score on
+    interaction k is ``b_k``; adding ``s * row_c`` adds ``s * x_kc`` (``x_kc``: the score
+    change of adding row c's factor columns; exact for MF, a linearisation otherwise). Per
+    candidate row c the best weight is ``s_c = sum(e x) / (sum(w x^2) + lam_c)`` (squared
+    loss: e = label - b, w = 1; log loss: one Newton step, e = label - sigmoid(b),
+    w = p(1 - p)), which lowers the loss by ``sum(e x)^2 / (sum(w x^2) + lam_c)``; the entity
+    takes the row with the largest gain (never its first row nor one its other slots use) and
+    ``s_c``. ``lam_c = prior + reg * n * |row_c|^2``: the shrinkage prior of the weight plus
+    the L2 its interactions put on it. Entities with fewer than ``min_count`` interactions
+    get weight 0 (no extra rows).
+    """
+    table = rec.table(side)
+    if table.scale2 is None:
+        raise ValueError(f"the {side} table has no extra rows")
+    entities, inverse = _entity_index(data.ids(side))
+    n = torch.bincount(inverse, minlength=len(entities)).float()
+    m = table.num_active
+    rows = table.weight[:m].clone()
+    rows[:, -1] = 0  # the factor columns only
+    lam = prior + reg * n.unsqueeze(1) * rows.pow(2).sum(dim=1).unsqueeze(0)
+    other = "item" if side == "user" else "user"
+    other_table = rec.item_table if side == "user" else rec.user_table
+    changed = 0
+    for j in range(table.extra_rows):
+        num = torch.zeros(len(entities), m, device=entities.device)
+        den = torch.zeros(len(entities), m, device=entities.device)
+        for start in range(0, len(data), chunk):
+            part = data.subset(slice(start, start + chunk))
+            inv = inverse[start:start + chunk]
+            ids = part.ids(side)
+            fixed = {f"{other}_emb": other_table(part.ids(other))}
+            term = F.pad(table.weight[table.assignment2[ids, j].long(), :-1]
+                         * table.scale2[ids, j].unsqueeze(1), (0, 1))
+            base_emb = table(ids) - term
+            base = rec.score(part, **{f"{side}_emb": base_emb}, **fixed)
+            if rec.task == "binary":
+                p = torch.sigmoid(base)
+                e, w = part.labels - p, p * (1 - p)
+            else:
+                e, w = part.labels - base, torch.ones_like(base)
+            for c in range(m):
+                x = rec.score(part, **{f"{side}_emb": base_emb + rows[c]}, **fixed) - base
+                num[:, c].index_add_(0, inv, e * x)
+                den[:, c].index_add_(0, inv, w * x * x)
+        den = (den + lam).clamp(min=1e-12)  # a row with no factor part: gain 0, not nan
+        gain = num.pow(2) / den
+        taken = [table.assignment[entities].long().unsqueeze(1)]
+        taken += [table.assignment2[entities, k].long().unsqueeze(1)
+                  for k in range(table.extra_rows) if k != j]
+        for used in taken:
+            gain.scatter_(1, used, -1.0)
+        best = gain.argmax(dim=1)
+        weight = (num / den).gather(1, best.unsqueeze(1)).squeeze(1)
+        weight = torch.where(n >= min_count, weight, torch.zeros_like(weight))
+        changed += int((table.assignment2[entities, j].long() != best).sum())
+        table.assignment2[entities, j] = best.to(table.assignment2.dtype)
+        table.scale2[entities, j] = weight
+    return {"scored": len(entities), "changed": changed}

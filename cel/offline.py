@@ -7,8 +7,9 @@ until ``reassign_epochs``; then, optionally, a personalisation phase.
 
 Options past the reference code (all off by default): a separate L2 and optimiser for the
 cluster rows, a dedicated prior row for rarely seen entities, an evidence margin for
-reassignment, and shrinkage priors for the own per-entity biases and scales of tables built
-with ``entity_bias``/``entity_scale`` (see ``TrainConfig``).
+reassignment, shrinkage priors for the own per-entity biases and scales of tables built
+with ``entity_bias``/``entity_scale``, and the choice of extra rows for tables built with
+``extra_rows`` (see ``TrainConfig``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from cel import cluster_ops
 from cel.interactions import Interactions
 from cel.recommender import Recommender
-from cel.tables import ClusteredEmbedding
+from cel.tables import ClusteredEmbedding, FullEmbedding
 
 
 @dataclass
@@ -63,6 +64,18 @@ class TrainConfig:
     entity_bias_prior: float = 0.0
     # the same for an own scale (``entity_scale``), pulled towards 1 (the cluster's vector)
     entity_scale_prior: float = 0.0
+    # clustered tables with ``extra_rows`` (more cluster rows with own weights per entity):
+    # the weights' shrinkage towards 0 (same form as ``entity_bias_prior``), and the
+    # fewest interactions an entity needs to get extra rows; the rows and their weights are
+    # chosen at every reassignment by ``cluster_ops.assign_extra`` (closed-form matching
+    # pursuit), then trained by gradient with the rest
+    extra_rows_prior: float = 10.0
+    extra_rows_min_count: int = 20
+    # after the epochs: this many sweeps of ``ridge_pass`` (user rows, then item rows: each
+    # solved exactly given the rest, under the training L2), for every method with full or
+    # clustered tables (a finishing step for all, not a CEL feature); 0: off
+    ridge_sweeps: int = 0
+    ridge_sides: str = "both"  # "user": only the user rows; "both": users, then items
 
     def __post_init__(self) -> None:
         if self.cluster_optimizer not in ("adam", "sgd"):
@@ -171,7 +184,8 @@ class OfflineCEL:
         for side in self.rec.clustered_sides():
             table = self.rec.table(side)
             if ((table.bias is not None and cfg.entity_bias_prior > 0)
-                    or (table.scale is not None and cfg.entity_scale_prior > 0)):
+                    or (table.scale is not None and cfg.entity_scale_prior > 0)
+                    or (table.scale2 is not None and cfg.extra_rows_prior > 0)):
                 n = torch.bincount(train.ids(side), minlength=table.num_entities)
                 self._inv_count[side] = 1.0 / n.clamp(min=1)
 
@@ -186,6 +200,9 @@ class OfflineCEL:
             if table.scale is not None and cfg.entity_scale_prior > 0:
                 dev = (table.scale[ids] - 1).pow(2)
                 total = total + cfg.entity_scale_prior * (inv[ids] * dev).mean()
+            if table.scale2 is not None and cfg.extra_rows_prior > 0:
+                second = table.scale2[ids].pow(2).sum(dim=1)
+                total = total + cfg.extra_rows_prior * (inv[ids] * second).mean()
         return total
 
     def _growing(self) -> bool:
@@ -231,6 +248,11 @@ class OfflineCEL:
             policy = "prior" if self._prior is not None else self.config.cold_policy
             cluster_ops.place_cold(self.rec, side, seen, policy, train, prior=self._prior or 0)
             self.history.moves += out["moved"]
+            if table.scale2 is not None:
+                cfg = self.config
+                reg = self.reg if cfg.cluster_reg is None else cfg.cluster_reg
+                cluster_ops.assign_extra(self.rec, side, train, cfg.extra_rows_prior,
+                                         cfg.extra_rows_min_count, reg)
         self.history.reassignments += 1
 
     def _epoch(self, train: Interactions, personal_l2: float, clusters: bool) -> float:
@@ -262,9 +284,26 @@ class OfflineCEL:
             if clustered and epoch < cfg.reassign_epochs and not self._growing():
                 self.reassign(train)
             self._report(epoch, on_epoch)
+        if cfg.ridge_sweeps > 0:
+            self.finish(train)
+            self._report(cfg.epochs - 1, on_epoch)
         if clustered and cfg.personal_epochs > 0:
             self.personalise(train, on_epoch)
         return hist
+
+    def finish(self, train: Interactions) -> None:
+        """``ridge_sweeps`` exact block solves of the user rows (then the item rows)."""
+        sides = ("user",) if self.config.ridge_sides == "user" else ("user", "item")
+        clustered = self.rec.clustered_sides()
+        for _ in range(self.config.ridge_sweeps):
+            for side in sides:
+                table = self.rec.user_table if side == "user" else self.rec.item_table
+                if not isinstance(table, (FullEmbedding, ClusteredEmbedding)):
+                    continue  # hashing: rows shared by arbitrary entities, left as trained
+                reg = self.reg
+                if side in clustered and self.config.cluster_reg is not None:
+                    reg = self.config.cluster_reg
+                ridge_pass(self.rec, side, train, reg)
 
     def personalise(self, train: Interactions,
                     on_epoch: Callable[[int, OfflineCEL], float | None] | None = None) -> None:
@@ -284,3 +323,54 @@ class OfflineCEL:
             value = on_epoch(epoch, self)
             if value is not None:
                 self.history.valid.append(float(value))
+
+
+@torch.no_grad()
+def ridge_pass(rec: Recommender, side: str, data: Interactions, reg: float,
+               chunk: int = 16_384) -> int:
+    """Replace the rows of ``side`` by their exact minimisers given everything else.
+
+    For a model whose score is linear in one side's row (MF: ``score = a + x . row``, with
+    ``x`` read off by autograd, so exact for MF and a linearisation otherwise), the squared
+    loss plus the training L2 (``reg`` per interaction on the row the interaction uses) is a
+    ridge regression per row: ``(sum x x^T + reg * D) row = sum x (label - a)``. Full tables:
+    one row per entity, ``D = n I``; clustered tables: one per cluster row, pooled over its
+    members' interactions with each member's own scale (``x`` is then ``factor * x``) and
+    ``D = diag(sum factor^2)``. Squared loss only. Returns the number of rows solved.
+    """
+    if rec.task != "rating":
+        raise ValueError("ridge_pass needs the squared loss (rating task)")
+    table = rec.user_table if side == "user" else rec.item_table
+    clustered = isinstance(table, ClusteredEmbedding)
+    rows = table.num_active if clustered else table.weight.shape[0]
+    width = table.weight.shape[1]
+    gram = torch.zeros(rows, width, width, device=table.weight.device)
+    rhs = torch.zeros(rows, width, device=table.weight.device)
+    diag = torch.zeros(rows, width, device=table.weight.device)
+    for start in range(0, len(data), chunk):
+        part = data.subset(slice(start, start + chunk))
+        ids = part.ids(side)
+        emb = table(ids).detach().requires_grad_(True)
+        with torch.enable_grad():
+            score = rec.score(part, **{f"{side}_emb": emb})
+            (x,) = torch.autograd.grad(score.sum(), emb)
+        if clustered:
+            index = table.clusters_of(ids)
+            factor, _ = table.own_state(ids)
+            factor = torch.ones_like(x) if factor is None else factor
+            w = table.weight[index]
+            x = x * factor
+            d = factor.pow(2)
+        else:
+            index = ids
+            w = table.weight[ids]
+            d = torch.ones_like(x)
+        target = part.labels - score.detach() + (x * w).sum(dim=1)
+        gram.index_add_(0, index, x.unsqueeze(2) * x.unsqueeze(1))
+        rhs.index_add_(0, index, x * target.unsqueeze(1))
+        diag.index_add_(0, index, d)
+    used = diag.sum(dim=1) > 0
+    system = gram[used] + torch.diag_embed(reg * diag[used] + 1e-6)
+    solved = torch.linalg.solve(system, rhs[used].unsqueeze(2)).squeeze(2)
+    table.weight.data[:rows][used] = solved
+    return int(used.sum())

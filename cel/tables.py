@@ -55,13 +55,16 @@ class ClusteredEmbedding(nn.Module):
     (the models' bias column), so the bias is not quantised by the cluster. ``entity_scale``:
     each entity owns one scalar multiplying the other columns (its factor strength along the
     cluster's direction). One float per entity each, counted in ``memory_bytes``. Both off by
-    default.
+    default. ``extra_rows`` (k): each entity also adds ``sum_j scale2[:, j] * row[assignment2[:,
+    j]]`` (factor columns only), k more cluster rows with own weights, so the table codes an
+    entity as a (k+1)-sparse combination of the shared rows (k more small integers and k
+    floats per entity, counted); the weights start at 0 (no effect until rows are chosen).
     """
 
     def __init__(self, num_entities: int, dim: int, max_clusters: int,
                  init_std: float = 0.1, average_gradients: bool = True,
                  device: str | torch.device = "cpu", entity_bias: bool = False,
-                 entity_scale: bool = False) -> None:
+                 entity_scale: bool = False, extra_rows: int = 0) -> None:
         super().__init__()
         self.num_entities, self.dim, self.max_clusters = num_entities, dim, max_clusters
         self.weight = nn.Parameter(torch.randn(max_clusters, dim, device=device) * init_std)
@@ -77,6 +80,14 @@ class ClusteredEmbedding(nn.Module):
             self.bias = nn.Parameter(torch.zeros(num_entities, device=device))
         if entity_scale:
             self.scale = nn.Parameter(torch.ones(num_entities, device=device))
+        self.scale2: nn.Parameter | None = None
+        self.extra_rows = extra_rows
+        if extra_rows > 0:
+            self.register_buffer("assignment2", torch.zeros(
+                num_entities, extra_rows, dtype=self.assignment.dtype, device=device))
+            self.scale2 = nn.Parameter(torch.zeros(num_entities, extra_rows, device=device))
+        else:
+            self.assignment2 = None
         if average_gradients:
             self.weight.register_hook(self._average)
 
@@ -92,6 +103,10 @@ class ClusteredEmbedding(nn.Module):
         if self.bias is not None:
             own = F.pad(self.bias[ids].unsqueeze(1), (self.dim - 1, 0))
             out = own if out is None else out + own
+        if self.scale2 is not None:
+            rows = self.weight[self.assignment2[ids].long(), :-1] * self.scale2[ids].unsqueeze(2)
+            second = F.pad(rows.sum(dim=1), (0, 1))
+            out = second if out is None else out + second
         return out
 
     def own_state(self, ids: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -152,7 +167,9 @@ class ClusteredEmbedding(nn.Module):
     def memory_bytes(self) -> int:
         size = self.weight.numel() * self.weight.element_size()
         size += self.assignment.numel() * self.assignment.element_size()
-        for own in (self.personal, self.bias, self.scale):
+        if self.assignment2 is not None:
+            size += self.assignment2.numel() * self.assignment2.element_size()
+        for own in (self.personal, self.bias, self.scale, self.scale2):
             if own is not None:
                 size += own.numel() * own.element_size()
         return size

@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "side scales its cluster's vector by an own factor, counted in memory)")
     p.add_argument("--entity-scale-prior", type=float, default=10.0,
                    help="cel: shrinkage of the own scales towards 1, as a count")
+    p.add_argument("--extra-rows", type=int, default=0,
+                   help="cel: each entity adds this many more cluster rows with own weights "
+                        "(a sparse code; a small integer and a float per entity each, "
+                        "counted in its memory; 0: off)")
+    p.add_argument("--extra-rows-prior", type=float, default=d.extra_rows_prior,
+                   help="cel --extra-rows: shrinkage of the extra weights towards 0, as a count")
+    p.add_argument("--extra-rows-min-count", type=int, default=d.extra_rows_min_count,
+                   help="cel --extra-rows: entities with fewer interactions get none")
+    p.add_argument("--ridge-sweeps", type=int, default=d.ridge_sweeps,
+                   help="after training, sweeps of exact ridge solves of the user rows "
+                        "(then item rows) under the training L2, for every method (0: off)")
+    p.add_argument("--ridge-sides", default=d.ridge_sides, choices=("user", "both"))
     p.add_argument("--reassign-epochs", type=int, default=15)
     p.add_argument("--split-choice", default=d.split_choice,
                    choices=("interactions", "members", "loss", "random"))
@@ -117,16 +129,8 @@ def format_table(report: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    unknown = [m for m in methods if m not in ALL_METHODS]
-    if unknown or not methods:
-        print(f"celrec eval: unknown method(s) {unknown}; choose from {ALL_METHODS}",
-              file=sys.stderr)
-        return 2
-    if args.model in ("saml", "dupn"):
-        return _sequence_or_scenario_model(args)
+def spec_from_args(args: argparse.Namespace, methods: tuple[str, ...]) -> RunSpec:
+    """The run settings that ``args`` (from ``build_parser``) describe."""
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          reg=args.reg, reassign_epochs=args.reassign_epochs,
                          split_choice=args.split_choice, personal_epochs=args.personal_epochs,
@@ -137,10 +141,27 @@ def main(argv: list[str]) -> int:
                          reassign_margin=args.reassign_margin,
                          prior_exclusive=args.prior_exclusive,
                          entity_bias_prior=args.entity_bias_prior,
-                         entity_scale_prior=args.entity_scale_prior)
-    spec = RunSpec(methods=methods, model=args.model, dim=args.dim, clusters=args.clusters,
+                         entity_scale_prior=args.entity_scale_prior,
+                         extra_rows_prior=args.extra_rows_prior,
+                         extra_rows_min_count=args.extra_rows_min_count,
+                         ridge_sweeps=args.ridge_sweeps, ridge_sides=args.ridge_sides)
+    return RunSpec(methods=methods, model=args.model, dim=args.dim, clusters=args.clusters,
                    side=args.side, protocol=args.protocol, device=args.device, seed=args.seed,
-                   train=config, entity_bias=args.entity_bias, entity_scale=args.entity_scale)
+                   train=config, entity_bias=args.entity_bias, entity_scale=args.entity_scale,
+                   extra_rows=args.extra_rows)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown or not methods:
+        print(f"celrec eval: unknown method(s) {unknown}; choose from {ALL_METHODS}",
+              file=sys.stderr)
+        return 2
+    if args.model in ("saml", "dupn"):
+        return _sequence_or_scenario_model(args)
+    spec = spec_from_args(args, methods)
     try:
         prep = prepare(args.data, args.format, args.protocol, args.seed, args.train, args.test,
                        args.negatives)

@@ -42,6 +42,7 @@ class RunSpec:
     online: dict = field(default_factory=dict)  # OnlineCELConfig overrides for cel-online
     entity_bias: bool = False  # cel: an own, unclustered bias per entity (counted in memory)
     entity_scale: bool = False  # cel: an own scale of the cluster vector per entity (ditto)
+    extra_rows: int = 0  # cel: more weighted cluster rows per entity (ditto)
 
 
 # cel-online on ratings (squared loss): OnlineCELConfig's defaults are for click logloss;
@@ -91,7 +92,8 @@ def _recommender(method: str, prep: Prepared, spec: RunSpec) -> Recommender:
     rec = make_recommender(method, prep.num_users, prep.num_items, spec.model, spec.dim,
                            spec.side, spec.clusters, prep.task, spec.device,
                            prep.context_cardinalities, seed=spec.seed,
-                           entity_bias=spec.entity_bias, entity_scale=spec.entity_scale)
+                           entity_bias=spec.entity_bias, entity_scale=spec.entity_scale,
+                           extra_rows=spec.extra_rows)
     mean = min(max(prep.label_mean, 1e-3), 1 - 1e-3) if prep.task == "binary" else 0.0
     start = math.log(mean / (1 - mean)) if prep.task == "binary" else prep.label_mean
     with torch.no_grad():

@@ -1,0 +1,90 @@
+"""Extra weighted cluster rows per entity (a sparse code) and the ridge finishing pass."""
+
+from __future__ import annotations
+
+import torch
+
+from cel import cluster_ops
+from cel.build import cel_bytes, make_recommender
+from cel.interactions import Interactions
+from cel.offline import OfflineCEL, TrainConfig, ridge_pass
+
+
+def _rec(extra_rows: int = 1):
+    return make_recommender("cel", 30, 4, "mf", 3, "item", clusters=4, device="cpu",
+                            entity_bias=True, entity_scale=True, extra_rows=extra_rows)
+
+
+def test_extra_rows_are_counted_and_hashing_gets_the_same_memory() -> None:
+    kw = dict(model="mf", dim=8, side="item", clusters=5, device="cpu", entity_bias=True,
+              entity_scale=True, extra_rows=2)
+    cel = make_recommender("cel", 10, 300, **kw)
+    assert cel.item_table.memory_bytes() == cel_bytes(300, 9, 5, True, True, extra_rows=2)
+    assert cel.item_table.memory_bytes() == 5 * 9 * 4 + 300 * (3 * 1 + 4 * 4)
+    hashed = make_recommender("dhash", 10, 300, **kw)
+    assert abs(hashed.item_table.memory_bytes() - cel.item_table.memory_bytes()) < 2 * 9 * 4
+
+
+def test_matching_pursuit_finds_the_missing_row_and_its_weight() -> None:
+    rec = _rec()
+    table = rec.item_table
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        rec.user_table.weight.copy_(torch.randn(30, 4, generator=gen))
+        rec.user_table.weight[:, -1] = 0
+        table.weight.copy_(torch.eye(4))  # rows 0..2: the three factor axes; row 3: bias
+        table.num_active = 4
+        table.assign(torch.tensor([0, 1, 2, 3]))
+    users = torch.arange(30)
+    item = torch.zeros(30, dtype=torch.long)  # item 0 uses row 0 (+ 0.5 * row 2 in truth)
+    u = rec.user_table.weight.detach()  # row 0's bias column is 0: labels are the factors
+    labels = u[:, 0] + 0.5 * u[:, 2]
+    data = Interactions(users, item, labels.detach())
+    before = rec.loss(rec.score(data), data.labels).sum()
+    out = cluster_ops.assign_extra(rec, "item", data, prior=0.0, min_count=1)
+    assert out["changed"] == 1 and int(table.assignment2[0, 0]) == 2
+    assert abs(float(table.scale2[0, 0]) - 0.5) < 1e-4
+    assert float(rec.loss(rec.score(data), data.labels).sum()) < 1e-6 < float(before)
+    # too few interactions: no extra row at all
+    cluster_ops.assign_extra(rec, "item", data, prior=0.0, min_count=31)
+    assert float(table.scale2[0, 0]) == 0.0
+
+
+def test_extra_weights_are_shrunk_by_their_prior_in_training() -> None:
+    rec = _rec()
+    trainer = OfflineCEL(rec, TrainConfig(extra_rows_prior=6.0))
+    items = torch.tensor([0, 0, 1])  # counts 2, 1
+    train = Interactions(torch.zeros(3).long(), items, torch.ones(3))
+    trainer._start_own_priors(train)
+    with torch.no_grad():
+        rec.item_table.scale2.copy_(torch.tensor([[2.0], [1.0], [0.0], [0.0]]))
+    batch = Interactions(torch.zeros(2).long(), torch.tensor([0, 1]), torch.ones(2))
+    # item 0: 6/2 * 4 = 12; item 1: 6/1 * 1 = 6; batch mean 9
+    assert abs(float(trainer._own_penalty(batch).detach()) - 9.0) < 1e-5
+
+
+def _objective(rec, data: Interactions, reg: float) -> float:
+    u, i = rec.user_table(data.users), rec.item_table(data.items)
+    err = (rec.model(u, i) - data.labels).pow(2)
+    return float((err + reg * u.pow(2).sum(1) + reg * i.pow(2).sum(1)).mean().detach())
+
+
+def test_ridge_pass_solves_the_user_rows_exactly() -> None:
+    gen = torch.Generator().manual_seed(1)
+    n = 2000
+    data = Interactions(torch.randint(0, 40, (n,), generator=gen),
+                        torch.randint(0, 60, (n,), generator=gen),
+                        torch.randint(1, 6, (n,), generator=gen).float())
+    for method in ("full", "cel"):
+        rec = make_recommender(method, 40, 60, "mf", 6, "item", clusters=4, device="cpu",
+                               entity_bias=True, entity_scale=True)
+        OfflineCEL(rec, TrainConfig(epochs=2, reg=0.1)).fit(data)
+        start = _objective(rec, data, 0.1)
+        ridge_pass(rec, "user", data, 0.1)
+        solved = _objective(rec, data, 0.1)
+        assert solved < start
+        with torch.no_grad():  # any move of a solved user row raises the objective
+            rec.user_table.weight[5] += 0.01 * torch.randn(7, generator=gen)
+        assert _objective(rec, data, 0.1) > solved
+        ridge_pass(rec, "item", data, 0.1)  # cluster rows (cel) or item rows (full)
+        assert _objective(rec, data, 0.1) < solved
