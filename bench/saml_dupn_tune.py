@@ -8,7 +8,8 @@ sequences of a seeded fifth of the users (part 1; the report scores part 0, disj
 users), a learning-rate grid per model, the best progressive AUC wins; ``seq-video-full``
 the same on full tables; ``seq-video-bias`` (CEL tables) the learning rate and whether the
 items have an own first-order bias (``SeqSpec.entity_bias``), per model, with the same
-grid for both. Writes
+grid for both; ``seq-video-table-lr`` then, with the own bias (both models chose it), the
+network's lr and a separate lr for the user/item tables (``SeqSpec.table_lr``). Writes
 bench/results/saml_dupn_tune.json (merged with what is there).
 """
 
@@ -32,6 +33,8 @@ OUT = ROOT / "bench" / "results" / "saml_dupn_tune.json"
 LRS = (0.001, 0.003)
 DECAYS = (0.0, 1e-5, 1e-4, 3e-4)
 SEQ_LRS = (0.003, 0.01, 0.03)
+SEQ_TABLE_LRS = (0.03, 0.1, 0.3)  # 0.3 and 0.001: DUPN's first choice was at 0.1 / 0.003
+SEQ_TABLE_NET_LRS = (0.001, 0.003, 0.01, 0.03)
 SEQ_BIAS_LRS = (0.003, 0.01, 0.03, 0.1)  # 0.03 was the edge of SEQ_LRS for DUPN
 PER_SCENARIO = {"cel": 20_000, "full": 40_000}
 
@@ -63,8 +66,15 @@ def tune_scenarios(table: str, seed: int = 1) -> dict:
 
 
 def tune_video(table: str = "cel", parts: int = 5, part: int = 1,
-               grid: tuple[dict, ...] | None = None) -> dict:
-    """``grid``: the SeqSpec settings tried for each model (default: the SEQ_LRS)."""
+               grid: tuple[dict, ...] | None = None, previous: dict | None = None) -> dict:
+    """``grid``: the SeqSpec settings tried for each model (default: the SEQ_LRS);
+    ``previous``: an earlier report of the same part, whose rows for the same settings are
+    reused (the runs are deterministic: same seeds, same batches)."""
+    done = {}
+    if previous and (previous.get("table"), previous.get("user_parts"),
+                     previous.get("user_part")) == (table, parts, part):
+        done = {json.dumps({k: v for k, v in r.items() if k not in ("auc", "logloss")},
+                           sort_keys=True): r for r in previous.get("grid", [])}
     log = load_events(DATA / "amazon-video-games-sasrec" / "Video.txt", "sasrec")
     out: dict = {"table": table, "user_parts": parts, "user_part": part, "grid": [],
                  "best": {}}
@@ -72,9 +82,13 @@ def tune_video(table: str = "cel", parts: int = 5, part: int = 1,
     for model in ("dupn", "deepfm"):
         best = None
         for setting in grid:
-            spec = SeqSpec(table=table, user_parts=parts, user_part=part, **setting)
-            r = run_stream(log, spec, (model,))[0]
-            row = {"method": model, **setting, "auc": r["auc"], "logloss": r["logloss"]}
+            key = json.dumps({"method": model, **setting}, sort_keys=True)
+            if key in done:
+                row = done[key]
+            else:
+                spec = SeqSpec(table=table, user_parts=parts, user_part=part, **setting)
+                r = run_stream(log, spec, (model,))[0]
+                row = {"method": model, **setting, "auc": r["auc"], "logloss": r["logloss"]}
             out["grid"].append(row)
             print("video", row, flush=True)
             if best is None or r["auc"] > best["auc"]:
@@ -87,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--part", required=True,
                         choices=("ms-full", "ms-cel", "seq-video", "seq-video-full",
-                                 "seq-video-bias"))
+                                 "seq-video-bias", "seq-video-table-lr"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     report = json.loads(OUT.read_text()) if OUT.is_file() else {}
@@ -95,6 +109,10 @@ def main() -> None:
     if args.part == "seq-video-bias":
         report[args.part] = tune_video("cel", grid=tuple(
             {"lr": lr, "entity_bias": b} for b in (False, True) for lr in SEQ_BIAS_LRS))
+    elif args.part == "seq-video-table-lr":
+        report[args.part] = tune_video("cel", grid=tuple(
+            {"lr": lr, "table_lr": t, "entity_bias": True}
+            for t in SEQ_TABLE_LRS for lr in SEQ_TABLE_NET_LRS), previous=report.get(args.part))
     elif args.part.startswith("seq-video"):
         report[args.part] = tune_video("full" if args.part.endswith("full") else "cel")
     else:

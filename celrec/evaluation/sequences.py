@@ -366,14 +366,19 @@ def run_stream(log: EventLog, spec: SeqSpec, models: tuple[str, ...] = ("dupn", 
     return results
 
 
-def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
-            spec: SeqSpec, gen: torch.Generator) -> dict:
+def _optimizer(run: _DUPNRun | _DeepFMRun, spec: SeqSpec) -> torch.optim.Adam:
+    """Adam; the user/item tables' parameters (rows, own biases) at ``table_lr``."""
     tables = [t for t in (run.model.user_table, run.model.item_table) if t is not None]
     in_tables = {id(p) for t in tables for p in t.parameters()}
-    optimizer = torch.optim.Adam([
+    return torch.optim.Adam([
         {"params": [p for p in run.model.parameters() if id(p) not in in_tables]},
         {"params": [p for t in tables for p in t.parameters()],
          "lr": spec.table_lr or spec.lr}], lr=spec.lr)
+
+
+def _replay(run: _DUPNRun | _DeepFMRun, log: EventLog, hist: Histories, n: int,
+            spec: SeqSpec, gen: torch.Generator) -> dict:
+    optimizer = _optimizer(run, spec)
     splitters = [GradientSplitter(t, spec.split_every, optimizer) for t in run.tables().values()]
     reassign_gen = torch.Generator().manual_seed(spec.seed + 1)
     preds, cvr_preds, labels, buys = [], [], [], []

@@ -8,8 +8,10 @@ import torch
 from celrec.evaluation.sequences import (
     EventLog,
     SeqSpec,
+    _DeepFMRun,
     _DUPNRun,
     _expand,
+    _optimizer,
     _reassign,
     build_histories,
 )
@@ -72,3 +74,21 @@ def test_fixed_sequence_trial_keeps_the_sequence_rows() -> None:
     assert torch.allclose(moved, run.losses(b, repooled))
     assert not torch.allclose(fixed, current)  # the candidates did move
     assert not torch.allclose(fixed, moved)
+
+
+def test_table_lr_applies_to_the_tables_only() -> None:
+    log = _log()
+    for kind in (_DUPNRun, _DeepFMRun):
+        spec = SeqSpec(dim=4, clusters=8, max_len=5, hidden=4, lr=0.01, table_lr=0.1,
+                       entity_bias=True)
+        run = kind(log, spec, 0.0)
+        net, tables = _optimizer(run, spec).param_groups
+        table_params = {id(p) for t in (run.model.user_table, run.model.item_table)
+                        for p in t.parameters()}
+        assert {id(p) for p in tables["params"]} == table_params and tables["lr"] == 0.1
+        assert net["lr"] == 0.01 and not table_params & {id(p) for p in net["params"]}
+        assert len(net["params"]) + len(tables["params"]) == len(list(run.model.parameters()))
+        assert run.model.item_table.bias is not None  # the own biases learn at table_lr
+        assert id(run.model.item_table.bias) in table_params
+        same = _optimizer(run, SeqSpec(lr=0.01)).param_groups
+        assert same[1]["lr"] == 0.01
