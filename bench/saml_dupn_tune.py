@@ -91,7 +91,7 @@ def tune_video(table: str = "cel", parts: int = 5, part: int = 1,
                 row = {"method": model, **setting, "auc": r["auc"], "logloss": r["logloss"]}
             out["grid"].append(row)
             print("video", row, flush=True)
-            if best is None or r["auc"] > best["auc"]:
+            if best is None or row["auc"] > best["auc"]:
                 best = row
         out["best"][model] = {k: best[k] for k in setting}
     return out
