@@ -74,9 +74,8 @@ def synthetic(per_scenario: int, table: str, epochs: int,
     base = MSSpec(table=table, epochs=epochs, clusters=32, reassign_window=16384,
                   split_every=10)
     if table == "cel":
-        base, choice = replace(base, **CEL_SPEC), {}
-    else:
-        choice = tuned(f"ms-{table}")
+        base = replace(base, **CEL_SPEC)
+    choice = tuned(f"ms-{table}")  # "ms-cel": none since CEL_SPEC (the old one is superseded)
     out: dict = {"table": table, "per_scenario": per_scenario, "seeds": list(seeds),
                  "ceiling_auc": {}, "methods": {}}
     ceilings = []
