@@ -68,13 +68,15 @@ CEL_SPEC = {"clusters": 8, "reassign_window": 10**9, "reassign_every": 20, "lr":
 
 
 def synthetic(per_scenario: int, table: str, epochs: int,
-              seeds: tuple[int, ...] = TEST_SEEDS) -> dict:
+              seeds: tuple[int, ...] = TEST_SEEDS, cel_clusters: int | None = None) -> dict:
     """Each method on each generator seed; ``auc`` is the mean over the seeds (the small
     scenario's test split has only a few hundred samples, so one seed is noisy)."""
     base = MSSpec(table=table, epochs=epochs, clusters=32, reassign_window=16384,
                   split_every=10)
     if table == "cel":
         base = replace(base, **CEL_SPEC)
+        if cel_clusters is not None:  # robustness: a budget unrelated to the planted 8
+            base = replace(base, clusters=cel_clusters)
     choice = tuned(f"ms-{table}")  # "ms-cel": none since CEL_SPEC (the old one is superseded)
     out: dict = {"table": table, "per_scenario": per_scenario, "seeds": list(seeds),
                  "ceiling_auc": {}, "methods": {}}
@@ -283,15 +285,20 @@ def sequence_part(report: dict, q: bool) -> None:
                                            "full")
 
 
-def synthetic_part(report: dict, q: bool, tables: list[str], clock: float) -> None:
-    """Part 1 alone: saml_dupn_eval_synthetic{_quick}.{json,md}."""
+def synthetic_part(report: dict, q: bool, tables: list[str], clock: float,
+                   cel_clusters: int | None = None) -> None:
+    """Part 1 alone: saml_dupn_eval_synthetic{_cN}{_quick}.{json,md}."""
     report["command"] += f" --synthetic-only {','.join(tables)}"
+    if cel_clusters is not None:
+        report["command"] += f" --cel-clusters {cel_clusters}"
     for table in tables:
-        report[f"synthetic_{table}"] = synthetic(3000 if q else 40_000, table, 2 if q else 8)
+        report[f"synthetic_{table}"] = synthetic(3000 if q else 40_000, table, 2 if q else 8,
+                                                 cel_clusters=cel_clusters)
     report["seconds"] = time.perf_counter() - clock
     lines = markdown({**report, "aliccp_smoke": {}, "alimama_smoke": {}}, tables,
                      sequences=False)
-    name = "saml_dupn_eval_synthetic" + ("_quick" if q else "")
+    name = ("saml_dupn_eval_synthetic" + (f"_c{cel_clusters}" if cel_clusters else "")
+            + ("_quick" if q else ""))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
     (RESULTS / f"{name}.md").write_text(lines)
@@ -306,6 +313,9 @@ def main() -> None:
     parser.add_argument("--synthetic-only", default="",
                         help="only part 1 on these tables (cel,full); writes "
                              "saml_dupn_eval_synthetic.{json,md}")
+    parser.add_argument("--cel-clusters", type=int, default=None,
+                        help="with --synthetic-only: CEL cluster budget instead of CEL_SPEC's "
+                             "8 (writes saml_dupn_eval_synthetic_cN.*)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     clock = time.perf_counter()
@@ -313,7 +323,7 @@ def main() -> None:
     report = {"command": "python bench/saml_dupn_eval.py" + (" --quick" if q else "")
               + (" --sequences-only" if args.sequences_only else "")}
     if args.synthetic_only:
-        synthetic_part(report, q, args.synthetic_only.split(","), clock)
+        synthetic_part(report, q, args.synthetic_only.split(","), clock, args.cel_clusters)
         return
     if args.sequences_only:
         sequence_part(report, q)
