@@ -206,8 +206,8 @@ def run_all(args: argparse.Namespace, folds: list[int], stem: str) -> int:
              if args.validation else "official folds")
     lines = [f"# ML-100K {title} {args.folds}: mean test RMSE",
              "", f"Model {args.model}, d={args.dim}, {args.clusters} item clusters "
-             "(memory: item side only; tables + assignment array + cel's own item biases "
-             "and scales; embedding table: the rows alone).", "",
+             "(memory: item side only; tables + assignment arrays + cel's own item biases, "
+             "scales and extra-row weights; embedding table: the rows alone).", "",
              "| method | RMSE | RMSE items <=5 train ratings | item memory (B) | compression "
              "| embedding table compression |",
              "|---|---|---|---|---|---|"]
