@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--personal-epochs", type=int, default=0,
                    help="personalisation phase length for cel (0: off)")
     p.add_argument("--personal-l2", type=float, default=0.1)
+    p.add_argument("--table-lr", type=float, default=None,
+                   help="--model dupn: Adam lr of the user/item tables (default: --lr)")
     p.add_argument("--negatives", type=int, default=1,
                    help="sampled negatives per positive for implicit data")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -111,6 +111,14 @@ def test_cli_dupn_needs_the_stream_protocol(tmp_path: Path,
     assert code == 0
     result = json.loads(capsys.readouterr().out)["results"][0]
     assert 0 <= result["auc"] <= 1 and result["purchase_auc"] is not None
+    # CEL tables keep an own bias per item by default: one float per item, plus the bias
+    # column of each of the 4 cluster rows
+    assert main(["--data", str(data), "--format", "csv", "--model", "dupn", "--protocol",
+                 "stream", "--dim", "4", "--clusters", "4", "--methods", "cel", "--json",
+                 "--quiet", "--no-entity-bias", "--table-lr", "0.01"]) == 0
+    plain = json.loads(capsys.readouterr().out)["results"][0]
+    items = len({line.split(",")[1] for line in data.read_text().splitlines()[1:]})
+    assert result["memory_bytes"] - plain["memory_bytes"] == 4 * items + 4 * 4
 
 
 def test_stream_warm_up_learns_without_scoring(tmp_path: Path) -> None:
