@@ -242,7 +242,7 @@ class DeepNet:
         c = len(item_rows)
         users = self._point("user", np.array([user_row]))
         ids = self._point("item", np.concatenate([item_rows, seq.items]).astype(np.int64))
-        hist = torch.arange(c, c + len(seq.items)).unsqueeze(0).expand(c, -1)
+        hist = torch.arange(c, c + len(seq.items)).unsqueeze(0)  # (1, L): shared by all c
         mask = torch.ones_like(hist, dtype=torch.bool) if len(seq.items) else None
         if mask is None:
             hist = None

@@ -226,7 +226,14 @@ class SAML(nn.Module):
     # -- forward ---------------------------------------------------------------------
     def _attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        scores = torch.einsum("bd,de,ble->bl", query, weight, keys) / keys.shape[-1] ** 0.5
+        """Target attention; keys/values/mask with batch 1 are one history shared by every
+        query (serving: one user's candidates), looked up once instead of once per query."""
+        q = query @ weight
+        scale = keys.shape[-1] ** 0.5
+        if keys.shape[0] == 1 and len(q) != 1:
+            weights = _masked_softmax(q @ keys[0].T / scale, mask.expand(len(q), -1))
+            return weights @ values[0]
+        scores = torch.einsum("be,ble->bl", q, keys) / scale
         return torch.einsum("bl,bld->bd", _masked_softmax(scores, mask), values)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, scenarios: torch.Tensor,
@@ -234,7 +241,8 @@ class SAML(nn.Module):
                 history_mask: torch.Tensor | None = None, branches: bool = True
                 ) -> SAMLOutput:
         """``history``: (B, L) item ids of the user's recent items, ``history_mask`` (B, L)
-        True at real steps (padding ids may be any valid id). ``branches=False``: the
+        True at real steps (padding ids may be any valid id); (1, L) for both: one history
+        shared by the whole batch. ``branches=False``: the
         auxiliary network alone (``logit`` is the auxiliary logit), e.g. to score the global
         assignment cheaply."""
         cfg = self.config

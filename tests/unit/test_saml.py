@@ -144,3 +144,24 @@ def test_full_tables_without_scenario_rows_keep_them_frozen_and_out_of_memory() 
     model.loss(model(**_batch(16, 0)), torch.rand(16).round()).backward()
     opt.step()
     assert all(bool((w == 0).all()) for w in model.user_scenario.weights)
+
+
+def test_one_shared_history_scores_as_the_same_history_per_sample() -> None:
+    """Serving passes one (1, L) history for all of a user's candidates: the logits must
+    equal those of the history repeated per candidate (the training layout)."""
+    net = _model().eval()
+    with torch.no_grad():  # distinct scenario rows, so the branch attention matters
+        for w in net.item_scenario.weights:
+            w.normal_()
+    b = _batch(12, 1)
+    users = b["users"][:1].expand(12)
+    history, mask = b["history"][:1], b["history_mask"][:1]
+    mask[0, 0] = True  # at least one real step
+    with torch.no_grad():
+        shared = net(users, b["items"], b["scenarios"], b["context"], history, mask)
+        repeated = net(users, b["items"], b["scenarios"], b["context"],
+                       history.expand(12, -1), mask.expand(12, -1))
+        empty = net(users, b["items"], b["scenarios"], b["context"], history,
+                    torch.zeros_like(mask))
+    assert torch.allclose(shared.logit, repeated.logit, atol=1e-5)
+    assert not torch.allclose(shared.logit, empty.logit, atol=1e-4)  # the history counts
