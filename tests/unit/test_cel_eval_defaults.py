@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
-from cel.interactions import Interactions
 from cel.offline import TrainConfig
 from cel.online import OnlineCELConfig
 from celrec.evaluation.cli import build_parser
-from celrec.evaluation.protocols import Prepared
 from celrec.evaluation.runner import ONLINE_RATING, RunSpec, evaluate
+from tests.unit.random_ratings import random_prepared
 
 
 def test_cli_defaults_turn_on_the_prior_row_and_cel_l2() -> None:
@@ -37,13 +34,7 @@ def test_cli_defaults_give_cel_own_item_biases_and_scales_with_shrinkage_priors(
 
 
 def test_eval_reports_the_own_scalars_in_memory_but_not_in_the_table() -> None:
-    gen = torch.Generator().manual_seed(0)
-
-    def data(n: int) -> Interactions:
-        return Interactions(torch.randint(0, 20, (n,), generator=gen),
-                            torch.randint(0, 30, (n,), generator=gen),
-                            torch.randint(1, 6, (n,), generator=gen).float())
-    prep = Prepared(data(400), data(100), 20, 30, "rating", (), 3.0)
+    prep = random_prepared()
     spec = RunSpec(methods=("full", "cel"), dim=4, clusters=3, device="cpu",
                    train=TrainConfig(epochs=1, entity_bias_prior=10.0), entity_bias=True,
                    entity_scale=True)

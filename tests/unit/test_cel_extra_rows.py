@@ -40,11 +40,11 @@ def test_matching_pursuit_finds_the_missing_row_and_its_weight() -> None:
     u = rec.user_table.weight.detach()  # row 0's bias column is 0: labels are the factors
     labels = u[:, 0] + 0.5 * u[:, 2]
     data = Interactions(users, item, labels.detach())
-    before = rec.loss(rec.score(data), data.labels).sum()
+    before = rec.loss(rec.score(data), data.labels).sum().detach()
     out = cluster_ops.assign_extra(rec, "item", data, prior=0.0, min_count=1)
     assert out["changed"] == 1 and int(table.assignment2[0, 0]) == 2
     assert abs(float(table.scale2[0, 0].detach()) - 0.5) < 1e-4
-    assert float(rec.loss(rec.score(data), data.labels).sum()) < 1e-6 < float(before)
+    assert float(rec.loss(rec.score(data), data.labels).sum().detach()) < 1e-6 < float(before)
     # too few interactions: no extra row at all
     cluster_ops.assign_extra(rec, "item", data, prior=0.0, min_count=31)
     assert float(table.scale2[0, 0].detach()) == 0.0
@@ -92,20 +92,14 @@ def test_ridge_pass_solves_the_user_rows_exactly() -> None:
 
 def test_cli_default_gives_cel_one_extra_row_and_it_reaches_the_table() -> None:
     from celrec.evaluation.cli import build_parser, spec_from_args
-    from celrec.evaluation.protocols import Prepared
     from celrec.evaluation.runner import evaluate
+    from tests.unit.random_ratings import random_prepared
 
     args = build_parser().parse_args(["--epochs", "1", "--dim", "4", "--clusters", "3",
                                       "--device", "cpu"])
     assert args.extra_rows == 1 and args.extra_rows_prior > 0
     assert build_parser().parse_args(["--extra-rows", "0"]).extra_rows == 0
-    gen = torch.Generator().manual_seed(0)
-
-    def data(n: int) -> Interactions:
-        return Interactions(torch.randint(0, 20, (n,), generator=gen),
-                            torch.randint(0, 30, (n,), generator=gen),
-                            torch.randint(1, 6, (n,), generator=gen).float())
-    prep = Prepared(data(400), data(100), 20, 30, "rating", (), 3.0)
+    prep = random_prepared()
     cel, dhash = evaluate(prep, spec_from_args(args, ("cel", "dhash")))
     assert cel["memory_bytes"] == cel_bytes(30, 5, 3, True, True, extra_rows=1)
     assert abs(dhash["memory_bytes"] - cel["memory_bytes"]) < 2 * 5 * 4
