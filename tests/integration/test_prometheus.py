@@ -73,6 +73,10 @@ def test_real_prometheus_scrapes_celrec_series_from_service_and_trainer(make_set
             while time.monotonic() < deadline:
                 assert process.poll() is None, f"prometheus exited: {process.stderr.read()}"
                 try:
+                    # /api/v1/query answers 503 until the TSDB has started: wait for ready
+                    if client.get("/-/ready").status_code != 200:
+                        time.sleep(0.3)
+                        continue
                     rows = query(client, 'count by (job) ({__name__=~"celrec_.+"})')
                     applied = query(client, "celrec_trainer_events_applied_total")
                 except httpx.TransportError:
