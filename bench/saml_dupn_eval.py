@@ -285,6 +285,14 @@ def sequence_part(report: dict, q: bool) -> None:
                                            "full")
 
 
+def write(name: str, report: dict, text: str) -> None:
+    """bench/results/<name>.json (every number) and .md (the tables); prints the tables."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+
+
 def synthetic_part(report: dict, q: bool, tables: list[str], clock: float,
                    cel_clusters: int | None = None) -> None:
     """Part 1 alone: saml_dupn_eval_synthetic{_cN}{_quick}.{json,md}."""
@@ -299,10 +307,7 @@ def synthetic_part(report: dict, q: bool, tables: list[str], clock: float,
                      sequences=False)
     name = ("saml_dupn_eval_synthetic" + (f"_c{cel_clusters}" if cel_clusters else "")
             + ("_quick" if q else ""))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
-    (RESULTS / f"{name}.md").write_text(lines)
-    print(lines)
+    write(name, report, lines)
 
 
 def main() -> None:
@@ -332,10 +337,7 @@ def main() -> None:
         text = (f"# DUPN vs DeepFM, sequences (stream protocol)\n\nCommand: "
                 f"`{report['command']}`; torch threads 1; {report['seconds']:.0f} s.\n\n"
                 + markdown_sequences(report))
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
-        (RESULTS / f"{name}.md").write_text(text)
-        print(text)
+        write(name, report, text)
         return
     report["synthetic_cel"] = synthetic(3000 if q else 40_000, "cel", 2 if q else 8)
     report["synthetic_full"] = synthetic(3000 if q else 40_000, "full", 2 if q else 8)
@@ -343,11 +345,7 @@ def main() -> None:
     report["alimama_smoke"] = smoke("alimama", alimama())
     sequence_part(report, q)
     report["seconds"] = time.perf_counter() - clock
-    suffix = "_quick" if q else ""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"saml_dupn_eval{suffix}.json").write_text(json.dumps(report, indent=1))
-    (RESULTS / f"saml_dupn_eval{suffix}.md").write_text(markdown(report))
-    print(markdown(report))
+    write("saml_dupn_eval" + ("_quick" if q else ""), report, markdown(report))
 
 
 if __name__ == "__main__":

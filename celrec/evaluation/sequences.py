@@ -319,6 +319,10 @@ class _DeepFMRun:
         ctx = None if b.categories is None else b.categories.unsqueeze(1)
         return Interactions(b.users, b.items, b.click, ctx)
 
+    def pooled(self, b: _Batch) -> None:
+        """No sequence to encode (``_DUPNRun.pooled``'s counterpart)."""
+        return None
+
     def losses(self, b: _Batch, pooled: torch.Tensor | None = None) -> torch.Tensor:
         return self.rec.loss(self.rec.score(self._x(b)), b.click)
 
@@ -458,7 +462,7 @@ def _reassign(run: _DUPNRun | _DeepFMRun, recent: list[_Batch], gen: torch.Gener
     with torch.no_grad():
         for side, table in run.tables().items():
             ids = window.users if side == "user" else window.items
-            pooled = run.pooled(window) if fixed_sequence and hasattr(run, "pooled") else None
+            pooled = run.pooled(window) if fixed_sequence else None
             reassign_by_loss(table, ids, lambda p=pooled: run.losses(window, p),
                              generator=gen)
 
@@ -478,8 +482,8 @@ def cli_report(args) -> dict:
         # Video Games users: DUPN 0.693 -> 0.720 AUC)
         spec = SeqSpec(table=table, dim=args.dim, clusters=args.clusters, lr=args.lr,
                        negatives=args.negatives, seed=args.seed,
-                       entity_bias=table == "cel" and getattr(args, "entity_bias", True),
-                       table_lr=getattr(args, "table_lr", None) or 0.0)
+                       entity_bias=table == "cel" and args.entity_bias,
+                       table_lr=args.table_lr or 0.0)
         result = run_stream(log, spec, ("dupn",))[0]
         result["method"] = table
         results.append(result)
