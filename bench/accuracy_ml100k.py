@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="cel without an own scale per item")
     p.add_argument("--entity-scale-prior", type=float, default=10.0)
     d = TrainConfig()
-    p.add_argument("--extra-rows", type=int, default=1,
+    p.add_argument("--extra-rows", type=int, default=5,
                    help="cel: more weighted cluster rows per item (a sparse code; 0: off)")
     p.add_argument("--extra-rows-prior", type=float, default=d.extra_rows_prior)
     p.add_argument("--extra-rows-min-count", type=int, default=d.extra_rows_min_count)

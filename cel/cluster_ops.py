@@ -273,10 +273,12 @@ def assign_extra(rec: Recommender, side: str, data: Interactions, prior: float =
         taken += [table.assignment2[entities, k].long().unsqueeze(1)
                   for k in range(table.extra_rows) if k != j]
         for used in taken:
-            gain.scatter_(1, used, -1.0)
-        best = gain.argmax(dim=1)
+            gain.scatter_(1, used, -torch.inf)
+        best_gain, best = gain.max(dim=1)
         weight = (num / den).gather(1, best.unsqueeze(1)).squeeze(1)
-        weight = torch.where(n >= min_count, weight, torch.zeros_like(weight))
+        # fewer active rows than slots (early in growth): a slot with no free row stays off
+        usable = (n >= min_count) & torch.isfinite(best_gain)
+        weight = torch.where(usable, weight, torch.zeros_like(weight))
         changed += int((table.assignment2[entities, j].long() != best).sum())
         table.assignment2[entities, j] = best.to(table.assignment2.dtype)
         table.scale2[entities, j] = weight

@@ -50,6 +50,23 @@ def test_matching_pursuit_finds_the_missing_row_and_its_weight() -> None:
     assert float(table.scale2[0, 0].detach()) == 0.0
 
 
+def test_more_slots_than_free_rows_leave_the_rest_off() -> None:
+    rec = _rec(extra_rows=5)  # 4 rows: the first row + at most 3 distinct extra rows
+    table = rec.item_table
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        rec.user_table.weight.copy_(torch.randn(30, 4, generator=gen))
+        table.weight.copy_(torch.randn(4, 4, generator=gen))
+        table.num_active = 4
+        table.assign(torch.tensor([0, 1, 2, 3]))
+    data = Interactions(torch.arange(30), torch.zeros(30, dtype=torch.long),
+                        torch.randn(30, generator=gen))
+    cluster_ops.assign_extra(rec, "item", data, prior=0.0, min_count=1)
+    on = table.scale2[0].detach() != 0
+    rows = [0] + table.assignment2[0][on].tolist()
+    assert 1 <= int(on.sum()) <= 3 and len(set(rows)) == len(rows)
+
+
 def test_extra_weights_are_shrunk_by_their_prior_in_training() -> None:
     rec = _rec()
     trainer = OfflineCEL(rec, TrainConfig(extra_rows_prior=6.0))
@@ -90,16 +107,16 @@ def test_ridge_pass_solves_the_user_rows_exactly() -> None:
         assert _objective(rec, data, 0.1) < solved
 
 
-def test_cli_default_gives_cel_one_extra_row_and_it_reaches_the_table() -> None:
+def test_cli_default_gives_cel_five_extra_rows_and_they_reach_the_table() -> None:
     from celrec.evaluation.cli import build_parser, spec_from_args
     from celrec.evaluation.runner import evaluate
     from tests.unit.random_ratings import random_prepared
 
     args = build_parser().parse_args(["--epochs", "1", "--dim", "4", "--clusters", "3",
                                       "--device", "cpu"])
-    assert args.extra_rows == 1 and args.extra_rows_prior > 0
+    assert args.extra_rows == 5 and args.extra_rows_prior > 0
     assert build_parser().parse_args(["--extra-rows", "0"]).extra_rows == 0
     prep = random_prepared()
     cel, dhash = evaluate(prep, spec_from_args(args, ("cel", "dhash")))
-    assert cel["memory_bytes"] == cel_bytes(30, 5, 3, True, True, extra_rows=1)
+    assert cel["memory_bytes"] == cel_bytes(30, 5, 3, True, True, extra_rows=5)
     assert abs(dhash["memory_bytes"] - cel["memory_bytes"]) < 2 * 5 * 4

@@ -32,9 +32,11 @@ def test_json_report_for_ratings(tmp_path: Path, capsys: pytest.CaptureFixture[s
     data = _csv(tmp_path / "r.csv", binary=False)
     code = main(["--data", str(data), "--format", "csv", "--protocol", protocol, "--dim", "4",
                  "--clusters", "5", "--epochs", "2", "--methods", "full,hash,dhash,cel",
-                 "--json", "--quiet", "--device", "cpu"])
+                 "--extra-rows", "1", "--json", "--quiet", "--device", "cpu"])
     assert code == 0
-    report = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    assert "warning" not in out.err
+    report = json.loads(out.out)
     assert report["protocol"] == protocol and len(report["results"]) == 4
     for r in report["results"]:
         assert r["rmse"] > 0 and r["auc"] is None and r["logloss"] is None
@@ -44,6 +46,18 @@ def test_json_report_for_ratings(tmp_path: Path, capsys: pytest.CaptureFixture[s
     full, hashed, _, cel = report["results"]
     assert full["compression_ratio"] == 1.0 and cel["compression_ratio"] > 1.0
     assert hashed["memory_bytes"] <= cel["memory_bytes"]
+
+
+def test_warns_when_cel_outweighs_full(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # --dim 4: a full row is 5 floats; the default 5 extra rows + own scalars cost more
+    data = _csv(tmp_path / "r.csv", binary=False)
+    assert main(["--data", str(data), "--format", "csv", "--dim", "4", "--clusters", "5",
+                 "--epochs", "1", "--methods", "full,cel", "--json", "--quiet",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    cel = json.loads(out.out)["results"][1]
+    assert cel["compression_ratio"] < 1.0 and "lower --extra-rows" in out.err
 
 
 def test_binary_labels_report_auc_and_logloss(tmp_path: Path,
@@ -85,6 +99,6 @@ def test_movielens_100k_random_protocol_quick(capsys: pytest.CaptureFixture[str]
     full, cel = report["results"]
     assert 0.8 < full["rmse"] < 1.3 and 0.8 < cel["rmse"] < 1.3
     assert cel["table_compression_ratio"] > 30  # 50 rows vs one per item
-    # + own biases, scales and the extra row (an assignment byte and a weight per item)
-    assert 11 < cel["compression_ratio"] < cel["table_compression_ratio"]
+    # + own biases, scales and the 5 extra rows (an assignment byte and a weight per item each)
+    assert 6 < cel["compression_ratio"] < cel["table_compression_ratio"]
     assert sum(b["n"] for b in cel["buckets"]["item"].values()) == 20_000
