@@ -65,13 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "side scales its cluster's vector by an own factor, counted in memory)")
     p.add_argument("--entity-scale-prior", type=float, default=10.0,
                    help="cel: shrinkage of the own scales towards 1, as a count")
-    # 5 chosen on validation cuts of training data (u.data seed-0 training 80% cut 80/20 and
-    # 90/10, u1/u3.base cut 80/20), mean RMSE of training seeds 0 and 1: 0 rows 0.9216,
-    # 1 row 0.9202, 3 rows 0.9198, 4 rows 0.9192, 5 rows 0.9189, 8 rows 0.9193
-    p.add_argument("--extra-rows", type=int, default=5,
+    # offline: 5, chosen on validation cuts of training data (u.data seed-0 training 80% cut
+    # 80/20 and 90/10, u1/u3.base cut 80/20), mean RMSE of training seeds 0 and 1: 0 rows
+    # 0.9216, 1 row 0.9202, 3 rows 0.9198, 4 rows 0.9192, 5 rows 0.9189, 8 rows 0.9193.
+    # stream: 0 (on the u.data stream 5 rows give 1.0519 vs 1.0520 at 2.5x the memory)
+    p.add_argument("--extra-rows", type=int, default=None,
                    help="cel: each entity adds this many more cluster rows with own weights "
                         "(a sparse code; a small integer and a float per entity each, "
-                        "counted in its memory; 0: off)")
+                        "counted in its memory; 0: off; default: 5, or 0 with --protocol "
+                        "stream)")
     p.add_argument("--extra-rows-prior", type=float, default=d.extra_rows_prior,
                    help="cel --extra-rows: shrinkage of the extra weights towards 0, as a count")
     p.add_argument("--extra-rows-min-count", type=int, default=d.extra_rows_min_count,
@@ -134,6 +136,13 @@ def format_table(report: dict) -> str:
     return "\n".join(rows)
 
 
+def default_extra_rows(args: argparse.Namespace) -> int:
+    """``--extra-rows``, or its default for the protocol (offline 5, stream 0)."""
+    if args.extra_rows is not None:
+        return args.extra_rows
+    return 0 if args.protocol == "stream" else 5
+
+
 def spec_from_args(args: argparse.Namespace, methods: tuple[str, ...]) -> RunSpec:
     """The run settings that ``args`` (from ``build_parser``) describe."""
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -153,7 +162,7 @@ def spec_from_args(args: argparse.Namespace, methods: tuple[str, ...]) -> RunSpe
     return RunSpec(methods=methods, model=args.model, dim=args.dim, clusters=args.clusters,
                    side=args.side, protocol=args.protocol, device=args.device, seed=args.seed,
                    train=config, entity_bias=args.entity_bias, entity_scale=args.entity_scale,
-                   extra_rows=args.extra_rows)
+                   extra_rows=default_extra_rows(args))
 
 
 def main(argv: list[str]) -> int:
@@ -178,7 +187,7 @@ def main(argv: list[str]) -> int:
         # --dim they can outweigh the rows they replace
         if r["method"] == "cel" and (r["compression_ratio"] or 1.0) < 1.0:
             print(f"celrec eval: warning: cel keeps more memory than full here "
-                  f"({r['memory_bytes']} B; own scalars and {args.extra_rows} extra rows per "
+                  f"({r['memory_bytes']} B; own scalars and {spec.extra_rows} extra rows per "
                   f"entity at --dim {args.dim}); lower --extra-rows", file=sys.stderr)
     report = {"dataset": args.data or f"{args.train} | {args.test}", "protocol": args.protocol,
               "task": prep.task, "model": args.model, "side": args.side,

@@ -148,6 +148,19 @@ def _unclustered_bytes(rec: Recommender, side: str) -> int:
     return int(other.memory_bytes())
 
 
+def stream_cluster_step(rec: Recommender, window: Interactions, cfg: TrainConfig, step: int,
+                        optimizer: torch.optim.Optimizer, gen: torch.Generator) -> None:
+    """The cluster steps due after stream step ``step``, on the recent ``window``."""
+    for side in rec.clustered_sides():
+        if step % cfg.split_every == 0:
+            cluster_ops.split(rec, side, window, cfg.split_choice, optimizer, gen)
+        if step % cfg.reassign_every == 0:
+            cluster_ops.reassign(rec, side, window, cfg.keep_prob, gen)
+            if rec.table(side).scale2 is not None:  # extra rows: chosen as offline
+                cluster_ops.assign_extra(rec, side, window, cfg.extra_rows_prior,
+                                         cfg.extra_rows_min_count, cfg.reg)
+
+
 def run_stream(method: str, prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
     """Progressive validation: predict each batch, then learn from it."""
     rec = _recommender(method, prep, spec)
@@ -176,11 +189,7 @@ def run_stream(method: str, prep: Prepared, spec: RunSpec, progress: Progress | 
         if rec.clustered_sides():
             window = events.subset(slice(max(0, start + len(batch) - spec.stream_window),
                                          start + len(batch)))
-            for side in rec.clustered_sides():
-                if step % cfg.split_every == 0:
-                    cluster_ops.split(rec, side, window, cfg.split_choice, optimizer, gen)
-                if step % cfg.reassign_every == 0:
-                    cluster_ops.reassign(rec, side, window, cfg.keep_prob, gen)
+            stream_cluster_step(rec, window, cfg, step, optimizer, gen)
         seconds += time.perf_counter() - clock
         if step % 50 == 0 or start + len(batch) >= n:
             done = torch.cat(preds)

@@ -114,9 +114,31 @@ def test_cli_default_gives_cel_five_extra_rows_and_they_reach_the_table() -> Non
 
     args = build_parser().parse_args(["--epochs", "1", "--dim", "4", "--clusters", "3",
                                       "--device", "cpu"])
-    assert args.extra_rows == 5 and args.extra_rows_prior > 0
-    assert build_parser().parse_args(["--extra-rows", "0"]).extra_rows == 0
+    assert spec_from_args(args, ("cel",)).extra_rows == 5 and args.extra_rows_prior > 0
+    stream = build_parser().parse_args(["--protocol", "stream"])
+    assert spec_from_args(stream, ("cel",)).extra_rows == 0  # not chosen for the stream
+    off = build_parser().parse_args(["--extra-rows", "0"])
+    assert spec_from_args(off, ("cel",)).extra_rows == 0
     prep = random_prepared()
     cel, dhash = evaluate(prep, spec_from_args(args, ("cel", "dhash")))
     assert cel["memory_bytes"] == cel_bytes(30, 5, 3, True, True, extra_rows=5)
     assert abs(dhash["memory_bytes"] - cel["memory_bytes"]) < 2 * 5 * 4
+
+
+def test_the_stream_protocol_chooses_extra_rows_at_its_reassignments() -> None:
+    from celrec.evaluation.runner import stream_cluster_step
+
+    rec = _rec(extra_rows=2)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        rec.user_table.weight.copy_(torch.randn(30, 4, generator=gen))
+        rec.item_table.weight.copy_(torch.randn(4, 4, generator=gen))
+        rec.item_table.num_active = 4
+    window = Interactions(torch.arange(30).repeat(2), torch.arange(4).repeat(15),
+                          torch.randn(60, generator=gen))
+    cfg = TrainConfig(split_every=1000, reassign_every=5, extra_rows_min_count=10)
+    optimizer = torch.optim.Adam(rec.parameters())
+    stream_cluster_step(rec, window, cfg, 4, optimizer, gen)  # no reassignment due
+    assert not bool(rec.item_table.scale2.detach().any())
+    stream_cluster_step(rec, window, cfg, 5, optimizer, gen)
+    assert bool(rec.item_table.scale2.detach().any())  # 15 ratings per item >= 10
