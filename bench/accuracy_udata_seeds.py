@@ -10,6 +10,7 @@ training data before this ran. Writes bench/results/accuracy_udata_seeds.{json,m
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -29,15 +30,11 @@ OUT = ROOT / "bench" / "results"
 
 
 def main(argv: list[str]) -> int:
-    seeds, methods, rest = [0, 1, 2], "full,cel", []
-    it = iter(argv)
-    for arg in it:
-        if arg == "--seeds":
-            seeds = [int(s) for s in next(it).split(",")]
-        elif arg == "--methods":
-            methods = next(it)
-        else:
-            rest.append(arg)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
+    ap.add_argument("--methods", default="full,cel")
+    own, rest = ap.parse_known_args(argv)  # the rest: celrec eval flags
+    seeds, methods = [int(s) for s in own.seeds.split(",")], own.methods
     udata = DEFAULT_DATA / "u.data"
     if not udata.is_file():
         sys.exit(f"MovieLens-100K not found at {udata}")

@@ -81,9 +81,6 @@ class MSSpec:
     # also reassign every this many optimiser steps while a table still grows (0: only
     # after each epoch)
     reassign_every: int = 0
-    # CEL tables' starting assignment: "single" (one cluster, grown by GPCA splits) or
-    # "random" (entities spread uniformly over the whole budget; reassignment clusters them)
-    cel_init: str = "single"
     reassign_epochs: int = 1_000  # the in-epoch reassignments stop after this many epochs
     saml_reassign_by: str = "full"  # SAML: score reassignment by "full" loss or "aux" alone
     valid_fraction: float = 0.1
@@ -251,11 +248,6 @@ def fit(fitted: _Fitted, train: MSData, spec: MSSpec,
     valid, learn = train.subset(perm[:n_valid]), train.subset(perm[n_valid:])
     optimizer = torch.optim.Adam(fitted.module.parameters(), lr=spec.lr,
                                  weight_decay=spec.weight_decay)
-    if spec.cel_init == "random":
-        for table in fitted.tables().values():
-            table.num_active = table.max_clusters
-            table.assign(torch.randint(table.max_clusters, (table.num_entities,),
-                                       generator=gen))
     splitters = fitted.splitters(optimizer, spec.split_every)
     best, best_auc, curve, steps = None, -1.0, [], 0
     try:
