@@ -1,10 +1,18 @@
 """Online peers for the prequential benchmark (bench/prequential.py), settings of
 /work/shared/docs/evaluation.md.
 
-Every peer learns one event at a time inside ``process``: it scores event k, learns event k, then
-goes on to k+1, so each event is scored by a model that has seen every earlier event. Scoring peers
-return predictions (probability of 1 on binary streams, the rating on rating streams); the top-N
-peers (``popularity``, ``isgd``) return None from ``process`` and answer ``recommend``.
+Every peer learns one event at a time, in stream order. When it scores is its ``updates`` setting:
+
+- ``event`` (the default): inside ``process`` it scores event k, learns event k, then goes on to
+  k+1, so each event is scored by a model that has seen every earlier event;
+- ``chunk``: ``process`` first scores every event of the chunk with the state from before the
+  chunk, then learns the chunk's events one at a time in order -- the freshness celrec gets through
+  the API (it scores a chunk, then learns it).
+
+Scoring peers return predictions (probability of 1 on binary streams, the rating on rating
+streams); the top-N peers (``popularity``, ``isgd``) return None from ``process`` and answer
+``recommend``. The benchmark asks for recommendations before the chunk is processed, so they
+always answer with the state from before the chunk: ``updates`` does not change them.
 
 River and Vowpal Wabbit are optional: their peers raise ``PeerUnavailable`` naming the missing
 package when built without it.
@@ -62,8 +70,32 @@ def deep_sizeof(obj, _seen: set[int] | None = None) -> int:
     return total
 
 
+UPDATES = ("event", "chunk")
+
+
 class _Base:
     name = "peer"
+    updates = "event"
+
+    def score_one(self, user: str, item: str) -> float:
+        raise NotImplementedError
+
+    def learn_one(self, user: str, item: str, value: float) -> None:
+        raise NotImplementedError
+
+    def process(self, users, items, values, timestamps):
+        out = np.empty(len(items), dtype=np.float64)
+        vals = values.tolist()
+        if self.updates == "chunk":
+            for k, (u, i) in enumerate(zip(users, items, strict=True)):
+                out[k] = self.score_one(u, i)
+            for u, i, v in zip(users, items, vals, strict=True):
+                self.learn_one(u, i, v)
+        else:
+            for k, (u, i, v) in enumerate(zip(users, items, vals, strict=True)):
+                out[k] = self.score_one(u, i)
+                self.learn_one(u, i, v)
+        return out
 
     def recommend(self, user: str, n: int, exclude: set[str]) -> list[str] | None:
         return None
@@ -81,7 +113,8 @@ class Counter(_Base):
 
     name = "counter"
 
-    def __init__(self, task: str = "binary", strength: float = 2.0):
+    def __init__(self, task: str = "binary", strength: float = 2.0, updates: str = "event"):
+        self.updates = updates
         self.strength = strength
         self.initial = 0.5 if task == "binary" else 0.0
         self.total = 0.0
@@ -89,23 +122,16 @@ class Counter(_Base):
         self.sums: dict[str, float] = {}
         self.ns: dict[str, int] = {}
 
-    def predict_one(self, item: str) -> float:
+    def score_one(self, user: str, item: str) -> float:
         g = self.total / self.count if self.count else self.initial
         return (self.sums.get(item, 0.0) + self.strength * g) / (self.ns.get(item, 0)
                                                                  + self.strength)
 
-    def learn_one(self, item: str, value: float) -> None:
+    def learn_one(self, user: str, item: str, value: float) -> None:
         self.total += value
         self.count += 1
         self.sums[item] = self.sums.get(item, 0.0) + value
         self.ns[item] = self.ns.get(item, 0) + 1
-
-    def process(self, users, items, values, timestamps):
-        out = np.empty(len(items), dtype=np.float64)
-        for k, (item, v) in enumerate(zip(items, values.tolist(), strict=True)):
-            out[k] = self.predict_one(item)
-            self.learn_one(item, v)
-        return out
 
 
 def _river():
@@ -122,26 +148,26 @@ class RiverFM(_Base):
 
     name = "river-fm"
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, updates: str = "event"):
         facto, optim, _ = _river()
+        self.updates = updates
         self.model = facto.FMClassifier(
             n_factors=16, intercept=0, sample_normalization=False,
             weight_optimizer=optim.SGD(0.05), latent_optimizer=optim.SGD(0.05), seed=seed)
 
-    def process(self, users, items, values, timestamps):
-        out = np.empty(len(items), dtype=np.float64)
-        for k, (u, i, v) in enumerate(zip(users, items, values.tolist(), strict=True)):
-            x = {f"u_{u}": 1, f"i_{i}": 1}
-            out[k] = self.model.predict_proba_one(x).get(True, 0.0)
-            self.model.learn_one(x, v > 0)
-        return out
+    def score_one(self, user, item):
+        return self.model.predict_proba_one({f"u_{user}": 1, f"i_{item}": 1}).get(True, 0.0)
+
+    def learn_one(self, user, item, value):
+        self.model.learn_one({f"u_{user}": 1, f"i_{item}": 1}, value > 0)
 
 
 class RiverReco(_Base):
     """river.reco.Baseline (biases, SGD 0.005) or river.reco.BiasedMF (k=10, River's defaults)."""
 
-    def __init__(self, kind: str, seed: int = 0):
+    def __init__(self, kind: str, seed: int = 0, updates: str = "event"):
         _, optim, reco = _river()
+        self.updates = updates
         self.name = f"river-{kind}"
         if kind == "baseline":
             self.model = reco.Baseline(optimizer=optim.SGD(0.005), seed=seed)
@@ -150,12 +176,11 @@ class RiverReco(_Base):
         else:
             raise ValueError(kind)
 
-    def process(self, users, items, values, timestamps):
-        out = np.empty(len(items), dtype=np.float64)
-        for k, (u, i, v) in enumerate(zip(users, items, values.tolist(), strict=True)):
-            out[k] = self.model.predict_one(u, i)
-            self.model.learn_one(u, i, v)
-        return out
+    def score_one(self, user, item):
+        return self.model.predict_one(user, item)
+
+    def learn_one(self, user, item, value):
+        self.model.learn_one(user, item, value)
 
 
 def _vw_token(s: str) -> str:
@@ -175,7 +200,8 @@ class VWLrq(_Base):
     name = "vw-lrq"
     ARGS = "--loss_function logistic --link logistic --lrq ui16 -b 20 -l 0.1 --quiet"
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, updates: str = "event"):
+        self.updates = updates
         try:
             import vowpalwabbit
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -183,13 +209,11 @@ class VWLrq(_Base):
                 f"vowpalwabbit not installed ({exc.__class__.__name__}: {exc})") from exc
         self.vw = vowpalwabbit.Workspace(f"{self.ARGS} --random_seed {seed}")
 
-    def process(self, users, items, values, timestamps):
-        out = np.empty(len(items), dtype=np.float64)
-        for k, (u, i, v) in enumerate(zip(users, items, values.tolist(), strict=True)):
-            feats = f"|u {_vw_token(u)} |i {_vw_token(i)}"
-            out[k] = self.vw.predict(feats)
-            self.vw.learn(("1 " if v > 0 else "-1 ") + feats)
-        return out
+    def score_one(self, user, item):
+        return self.vw.predict(f"|u {_vw_token(user)} |i {_vw_token(item)}")
+
+    def learn_one(self, user, item, value):
+        self.vw.learn(("1 " if value > 0 else "-1 ") + f"|u {_vw_token(user)} |i {_vw_token(item)}")
 
     def memory_bytes(self) -> int | None:
         return self.vw.num_weights() * self.vw.get_stride() * 4
@@ -299,18 +323,23 @@ class ISGD(_Base):
         return _top_n(np.einsum("ij,j->i", self.B[:m], a), self.names, self.index, n, exclude)
 
 
-def make_peer(name: str, task: str, seed: int = 0):
-    """Build a peer by name (raises ``PeerUnavailable`` when its package is missing)."""
+def make_peer(name: str, task: str, seed: int = 0, updates: str = "event"):
+    """Build a peer by name (raises ``PeerUnavailable`` when its package is missing).
+
+    ``updates`` (``event`` or ``chunk``, see the module docstring) applies to the scoring peers;
+    the top-N peers are the same either way."""
+    if updates not in UPDATES:
+        raise ValueError(f"updates must be one of {UPDATES}, not {updates!r}")
     if name == "counter":
-        return Counter(task)
+        return Counter(task, updates=updates)
     if name == "river-fm":
-        return RiverFM(seed)
+        return RiverFM(seed, updates)
     if name == "vw-lrq":
-        return VWLrq(seed)
+        return VWLrq(seed, updates)
     if name == "river-baseline":
-        return RiverReco("baseline", seed)
+        return RiverReco("baseline", seed, updates)
     if name == "river-biasedmf":
-        return RiverReco("biasedmf", seed)
+        return RiverReco("biasedmf", seed, updates)
     if name == "popularity":
         return Popularity()
     if name == "isgd":

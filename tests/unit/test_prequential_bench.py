@@ -152,9 +152,10 @@ def _synthetic_rows(n=3000, users=40, items=60, seed=3):
 def test_negative_sampler_properties():
     rows = _synthetic_rows()
     users, items, values, times, meta = streams.with_sampled_negatives(rows, seed=0)
+    catalogue = {i for _, i, _ in rows}
     touched: dict[str, set[str]] = {}
     seen: set[str] = set()
-    negs = 0
+    negs = unseen = 0
     for k, (u, i, v, t) in enumerate(zip(users, items, values, times, strict=True)):
         if v > 0:
             touched.setdefault(u, set()).add(i)
@@ -163,42 +164,56 @@ def test_negative_sampler_properties():
             negs += 1
             assert values[k - 1] == 1.0 and users[k - 1] == u and times[k - 1] == t
             assert i != items[k - 1]
-            assert i not in touched[u]  # never an item the user already touched
-            assert i in seen  # an item seen before
-    assert negs == meta["negatives"] and meta["positives"] == len(rows)
+            assert i not in touched[u]  # never an item the user already had a positive with
+            assert i in catalogue  # an item with a positive somewhere in the stream
+            unseen += i not in seen
+    assert unseen > 0  # the catalogue popularity can draw items not seen yet
+    assert negs == meta["negatives"] == len(rows) and meta["positives"] == len(rows)
     assert list(times) == sorted(times)
     # deterministic for a seed, different for another
     assert streams.with_sampled_negatives(rows, seed=0)[1] == items
     assert streams.with_sampled_negatives(rows, seed=1)[1] != items
 
 
+def test_negative_sampler_first_sight_not_a_giveaway():
+    # items enter over time (item k first around positive 10 k): drawn from the items seen so far,
+    # every first sight of an item was a positive; with the catalogue popularity many are
+    # negatives, and "fewer earlier events of the item" is no longer decisive
+    rng = np.random.default_rng(7)
+    rows = [(f"u{rng.integers(100)}", f"i{rng.integers(t // 10 + 1)}", float(t))
+            for t in range(4000)]
+    _, items, values, _, _ = streams.with_sampled_negatives(rows, seed=0)
+    values = np.asarray(values)
+    counts = pq.prior_counts(items)
+    first = counts == 0
+    assert (values[first] == 0).sum() > 0.3 * first.sum()
+    assert 0.3 < pq.auc(values, -counts.astype(float)) < 0.7
+
+
 def test_negative_sampler_popularity_proportional():
-    sampler = streams.PopularityNegativeSampler(seed=0)
-    for _ in range(60):
-        sampler.observe("other", "a")
-    for _ in range(30):
-        sampler.observe("other", "b")
-    for _ in range(10):
-        sampler.observe("other", "c")
-    sampler.observe("me", "c")  # "me" touched c: never drawn for "me"
+    # catalogue: a 60 positives, b 30, c 10, d 1 (d is the positive being sampled for)
+    pool = ["a"] * 60 + ["b"] * 30 + ["c"] * 10 + ["d"]
+    sampler = streams.PopularityNegativeSampler(pool, seed=0)
+    assert sampler.draw("me", "a") in {"b", "c", "d"}  # nothing observed yet: any other item
+    sampler.observe("me", "c")  # "me" had a positive with c: never drawn for "me"
     draws = Tally(sampler.draw("me", "d") for _ in range(4000))
     assert set(draws) == {"a", "b"}
     assert draws["a"] / 4000 == pytest.approx(60 / 90, abs=0.03)
+    other = Tally(sampler.draw("you", "d") for _ in range(4000))  # another user: c allowed
+    assert set(other) == {"a", "b", "c"}
+    assert other["c"] / 4000 == pytest.approx(10 / 100, abs=0.02)
     # nothing left to draw: no negative
-    s2 = streams.PopularityNegativeSampler(seed=0)
-    assert s2.draw("u", "a") is None  # empty stream so far
-    s2.observe("u", "a")
-    assert s2.draw("u", "a") is None  # only the user's own item is known
-    s2.observe("v", "b")
-    assert s2.draw("u", "c") == "b"
+    assert streams.PopularityNegativeSampler([], seed=0).draw("u", "a") is None
+    s2 = streams.PopularityNegativeSampler(["a", "b"], seed=0)
+    assert s2.draw("u", "a") == "b"  # b is drawn before any positive of b was seen
+    s2.observe("u", "b")
+    assert s2.draw("u", "a") is None  # only the positive's item and the user's own are left
 
 
 def test_negative_sampler_exact_fallback():
-    # the user touched almost every popular item: rejection fails, the exact path draws "rare"
-    sampler = streams.PopularityNegativeSampler(seed=0, retries=2)
-    for _ in range(1000):
-        sampler.observe("x", "hot")
-    sampler.observe("x", "rare")
+    # the user had positives with almost every popular item: rejection fails, the exact path
+    # draws "rare"
+    sampler = streams.PopularityNegativeSampler(["hot"] * 1000 + ["rare"], seed=0, retries=2)
     sampler.observe("me", "hot")
     assert all(sampler.draw("me", "new") == "rare" for _ in range(20))
     assert sampler.exact_fallbacks > 0
@@ -234,6 +249,44 @@ def test_counter_peer_rating():
     np.testing.assert_allclose(p, [0.0, 4.0, 3.0])
 
 
+def test_counter_peer_chunk_updates():
+    users = ["u"] * 4
+    items = ["a", "a", "b", "a"]
+    values = np.array([1, 0, 1, 1], np.float32)
+    c = peers.make_peer("counter", "binary", updates="chunk")
+    # the whole chunk scored before learning: every event gets the empty-history 0.5
+    np.testing.assert_allclose(c.process(users, items, values, np.arange(4.0)), [0.5] * 4)
+    # then it learnt the chunk in order: same state as the event-at-a-time counter
+    e = peers.Counter("binary")
+    e.process(users, items, values, np.arange(4.0))
+    assert (c.sums, c.ns, c.total, c.count) == (e.sums, e.ns, e.total, e.count)
+    # one-event chunks: the two modes agree
+    c1, e1 = peers.make_peer("counter", "binary", updates="chunk"), peers.Counter("binary")
+    for k in range(4):
+        args = (users[k:k + 1], items[k:k + 1], values[k:k + 1], np.arange(1.0))
+        np.testing.assert_allclose(c1.process(*args), e1.process(*args))
+    with pytest.raises(ValueError):
+        peers.make_peer("counter", "binary", updates="sometimes")
+
+
+def test_run_stream_chunk_updates():
+    rng = np.random.default_rng(2)
+    n = 1000
+    users = [f"u{k}" for k in rng.integers(0, 30, n)]
+    items = [f"i{k}" for k in rng.integers(0, 20, n)]
+    values = (rng.random(n) < 0.4).astype(np.float32)
+    s = streams.Stream("syn", "binary", users, items, values, np.arange(n, dtype=float))
+    out = {}
+    for mode in peers.UPDATES:
+        out[mode], _ = pq.run_stream(s, {m: pq.make_method(m, "binary", peer_updates=mode)
+                                         for m in ("counter", "popularity", "isgd")},
+                                     chunk=100, progress=False)
+    # the counter's scores differ, the recommenders answer before the chunk either way
+    assert out["event"]["counter"]["auc"] != out["chunk"]["counter"]["auc"]
+    for m in ("popularity", "isgd"):
+        assert out["event"][m]["recall_hits"] == out["chunk"][m]["recall_hits"]
+
+
 def test_popularity_and_isgd_recommend():
     pop = peers.Popularity()
     assert pop.process(["u"] * 5, ["a", "b", "b", "c", "c"],
@@ -257,6 +310,12 @@ def test_river_and_vw_peers_smoke():
                                                     np.arange(20.0))
         assert p.shape == (20,) and np.all((p >= 0) & (p <= 1))
         assert p[-2] > p[-1]  # learnt that (u, a) clicks and (v, b) does not
+        chunked = peers.make_peer(name, "binary", updates="chunk")
+        p = chunked.process(["u", "v"] * 10, ["a", "b"] * 10, y, np.arange(20.0))
+        # the chunk scored before learning anything: each pair's score never moves in it
+        assert np.ptp(p[0::2]) < 1e-12 and np.ptp(p[1::2]) < 1e-12
+        p = chunked.process(["u", "v"], ["a", "b"], y[:2], np.arange(2.0))
+        assert p[0] > p[1]  # then it learnt the chunk
 
 
 def test_missing_packages_are_reported(monkeypatch):
