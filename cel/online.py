@@ -53,20 +53,41 @@ class OnlineCELConfig:
     lr: float = 0.1  # SGD step on the per-cluster mean gradient
     model_lr: float | None = None  # interaction model weights; None: same as lr
     l2: float = 1e-5
-    init_std: float = 0.3  # rows must differ enough for reassignment to tell clusters apart
+    init_std: float = 0.1
     # Live clusters at start, random rows. With both sides clustered, 1 is a saddle: when the
     # other side has a single row, every member's gradient is parallel to it, so GPCA can only
     # split by activity and co-clustering never starts; a few random rows break the symmetry.
-    initial_clusters: int = 4
+    initial_clusters: int = 16
     candidates: int = 8  # clusters scored per touched entity and reassignment
     history: int = 16  # R: per-entity ring buffer of (partner, label)
     state_capacity: int = 100_000  # entities per side holding a ring buffer (LRU)
     reassign_min_history: int = 3  # fewer valid interactions: the entity stays put
-    damping: float = 0.3  # probability of keeping the old cluster anyway
+    damping: float = 0.1  # probability of keeping the old cluster anyway
     margin: float = 0.005  # a move must lower the mean history loss by at least this
     split_every: int = 10  # batches per split window
     split_min_members: int = 8  # members with gradients needed to split
     initial_capacity: int = 1024  # per-side id space, doubles on demand
+    # An own bias per entity next to its cluster row (one float, plus one Adagrad
+    # accumulator): the first-order term every online peer learns. Adagrad on the entity's
+    # summed gradient, so an entity seen once moves as far as under one-event SGD and a
+    # micro-batch never dilutes it; frequent entities settle.
+    entity_bias: bool = True
+    bias_lr: float = 0.2
+    bias_l2: float = 0.0
+    # Co-click votes before the loss-based move: an entity moves to the cluster that holds,
+    # per member, the most same-side entities sharing a positive partner with it (two hops
+    # through the ring buffers), when that beats its own cluster by ``vote_ratio``. Needs no
+    # trained rows, so it finds groups from a random start where every gradient looks alike.
+    votes: bool = True
+    vote_ratio: float = 1.5
+    vote_tolerance: float = 0.02  # mean history loss a vote may add and still be taken
+    # The loss-minimising move (CEL's rule) after the votes; off by default: on the tuning
+    # streams it undid what the votes found before the rows were trained
+    # (bench/results/prequential_tuning.md).
+    loss_reassign: bool = False
+    # "mean": SGD on each row's mean gradient in the batch; "adagrad": Adagrad on its summed
+    # gradient (a row shared by many entities learns from all their events, and settles).
+    row_update: str = "adagrad"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -80,6 +101,8 @@ class OnlineCELConfig:
             raise ValueError("split_every >= 1 and split_min_members >= 2")
         if self.initial_clusters < 1 or min(self.user_clusters, self.item_clusters) < 1:
             raise ValueError("initial_clusters and the cluster budgets must be positive")
+        if self.row_update not in ("mean", "adagrad"):
+            raise ValueError(f"row_update must be 'mean' or 'adagrad', got {self.row_update!r}")
         if not 0.0 <= self.damping < 1.0:
             raise ValueError("damping must be in [0, 1)")
 
@@ -141,7 +164,18 @@ class _Side:
         self.max_clusters = budget if clustered else 0
         self.table = torch.zeros(rows, width, device=device)
         self.table[:, :-1].normal_(0.0, cfg.init_std, generator=gen)
+        self.table_g2 = torch.zeros(rows if cfg.row_update == "adagrad" else 0, width,
+                                    device=device)
         self.assign = torch.full((cap,), -1, dtype=torch.int32, device=device)
+        # Own bias per entity and its Adagrad accumulator (size 0: no own biases).
+        bias_cap = cap if cfg.entity_bias else 0
+        self.bias = torch.zeros(bias_cap, device=device)
+        self.bias_g2 = torch.zeros(bias_cap, device=device)
+        # The bias a first-sight entity starts from, learnt from first-sight events (new
+        # items may be likelier or less likely to be liked than the average one).
+        prior = 1 if cfg.entity_bias else 0
+        self.bias_prior = torch.zeros(prior, device=device)
+        self.bias_prior_g2 = torch.zeros(prior, device=device)
         self.counts = torch.zeros(max(rows, 1), dtype=torch.int64, device=device)
         self.inter = torch.zeros_like(self.counts)  # events per cluster in this split window
         self.m = min(cfg.initial_clusters, budget) if clustered else 0  # live clusters
@@ -171,7 +205,7 @@ class _Side:
         self.tail = 0
 
     SCALARS = ("m", "known", "newest", "target", "acc_n", "used", "head", "tail")
-    TENSORS = ("table", "assign", "counts", "inter", "acc_slot", "acc_ids", "acc_grad",
+    TENSORS = ("table", "table_g2", "assign", "bias", "bias_g2", "bias_prior", "bias_prior_g2", "counts", "inter", "acc_slot", "acc_ids", "acc_grad",
                "slot_of", "owner", "hist_partner", "hist_label", "hist_count", "last_touch",
                "log_slot", "log_time")
 
@@ -197,6 +231,9 @@ class _Side:
             return out
 
         self.assign = extend(self.assign, -1)
+        if self.bias.numel():
+            self.bias = extend(self.bias, 0)
+            self.bias_g2 = extend(self.bias_g2, 0)
         self.slot_of = extend(self.slot_of, -1)
         self.acc_slot = extend(self.acc_slot, -1)
         if not self.clustered:
@@ -204,6 +241,10 @@ class _Side:
             table[:cap] = self.table
             table[cap:, :-1].normal_(0.0, cfg.init_std, generator=gen)
             self.table = table
+            if self.table_g2.numel():
+                g2 = torch.zeros_like(table)
+                g2[:cap] = self.table_g2
+                self.table_g2 = g2
             self.counts = extend(self.counts, 0)
             self.inter = extend(self.inter, 0)
 
@@ -228,6 +269,9 @@ class OnlineCEL:
         self.batches = 0  # steps applied; also the LRU clock
         self._scores: torch.Tensor | None = None  # per-step cluster x cluster score table
         self.totals = {"events": 0, "skipped": 0, "reassigned": 0, "splits": 0}
+        # Sum of the labels learnt: a vote counts interactions above the mean label as
+        # positive (a click, or a rating above the average one).
+        self.label_sum = 0.0
 
     # ------------------------------------------------------------------ helpers
     def _loss(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -262,6 +306,8 @@ class OnlineCEL:
         ids, dest = uniq[new], rows[new]
         if ids.numel():
             side.assign[ids] = dest.to(torch.int32)
+            if side.bias.numel():
+                side.bias[ids] = side.bias_prior
             side.counts.index_add_(0, dest, torch.ones_like(dest))
             side.known += ids.numel()
         return ids
@@ -290,6 +336,8 @@ class OnlineCEL:
         ids, inv = torch.unique(ids, return_inverse=True)  # a repeated id counts once
         clusters = torch.zeros_like(ids).scatter_(0, inv, clusters)
         s.assign[ids] = clusters.to(torch.int32)
+        if s.bias.numel():
+            s.bias[ids] = s.bias_prior
         s.counts.index_add_(0, clusters, torch.ones_like(clusters))
         s.known += ids.numel()
         return int(ids.numel())
@@ -384,9 +432,31 @@ class OnlineCEL:
         uniq, inv = torch.unique(rows, return_inverse=True)
         g = torch.zeros(uniq.numel(), grad.shape[1], device=self.device)
         g.index_add_(0, inv, grad)
-        n = torch.bincount(inv, minlength=uniq.numel()).to(g.dtype).unsqueeze(1)
         w = s.table[uniq]
+        if s.table_g2.numel():
+            g = g + self.config.l2 * w
+            g2 = s.table_g2[uniq] + g.square()
+            s.table_g2[uniq] = g2
+            s.table[uniq] = w - self.config.lr * g / (g2.sqrt() + 1e-6)
+            return
+        n = torch.bincount(inv, minlength=uniq.numel()).to(g.dtype).unsqueeze(1)
         s.table[uniq] = w - self.config.lr * (g / n + self.config.l2 * w)
+
+    def _apply_bias(self, s: _Side, uniq: torch.Tensor, inv: torch.Tensor,
+                    dscore: torch.Tensor) -> None:
+        """Adagrad on each entity's summed gradient (its events in the batch)."""
+        g = torch.zeros(uniq.numel(), device=self.device).index_add_(0, inv, dscore)
+        b = s.bias[uniq]
+        g = g + self.config.bias_l2 * b
+        g2 = s.bias_g2[uniq] + g.square()
+        s.bias_g2[uniq] = g2
+        s.bias[uniq] = b - self.config.bias_lr * g / (g2.sqrt() + 1e-6)
+
+    def _apply_prior(self, s: _Side, dscore: torch.Tensor) -> None:
+        """Adagrad on the first-sight bias from the first-sight events' gradients."""
+        g = dscore.sum().reshape(1)
+        s.bias_prior_g2 += g.square()
+        s.bias_prior -= self.config.bias_lr * g / (s.bias_prior_g2.sqrt() + 1e-6)
 
     def _accumulate(self, s: _Side, ids: torch.Tensor, rows: torch.Tensor,
                     grad: torch.Tensor) -> None:
@@ -433,6 +503,8 @@ class OnlineCEL:
                 if moved.numel():
                     child, parent = s.m, s.target
                     s.table[child] = s.table[parent]
+                    if s.table_g2.numel():
+                        s.table_g2[child] = s.table_g2[parent]
                     s.assign[moved] = child
                     s.counts[child] = moved.numel()
                     s.counts[parent] -= moved.numel()
@@ -509,49 +581,39 @@ class OnlineCEL:
             cols.append(torch.randint(0, s.m, (e, n_rand), device=dev, generator=gen))
         return torch.cat(cols, dim=1)
 
-    def _reassign(self, s: _Side, o: _Side, ents: torch.Tensor,
-                  slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-        if not s.clustered or s.m < 2:
-            return empty, empty
-        cfg, r = self.config, self.config.history
-        ok = slots >= 0
-        ents, slots = ents[ok], slots[ok]
+    def _vote(self, s: _Side, o: _Side, ents: torch.Tensor,
+              slots: torch.Tensor) -> torch.Tensor:
+        """Co-click votes (``OnlineCELConfig.votes``): per entity (with a slot) the cluster
+        it is proposed to move to, -1 for none. O(E x R x R) gathers, no model call."""
+        r = self.config.history
+        span = torch.arange(r, device=self.device)
         nvalid = s.hist_count[slots].clamp(max=r)
-        ok = nvalid >= cfg.reassign_min_history
-        ents, slots, nvalid = ents[ok], slots[ok], nvalid[ok]
-        if ents.numel() == 0:
-            return empty, empty
-        partners, labels = s.hist_partner[slots], s.hist_label[slots]
-        valid = torch.arange(r, device=self.device).unsqueeze(0) < nvalid.unsqueeze(1)
-        prow = o.assign[partners].long().clamp(min=0)
+        partners = s.hist_partner[slots]  # (E, R)
+        liked = self.label_sum / max(self.totals["events"], 1)
+        pos = (span < nvalid.unsqueeze(1)) & (s.hist_label[slots] > liked)
+        pslot = o.slot_of[partners].long()
+        pos &= pslot >= 0
+        pslot = pslot.clamp(min=0)
+        # The partners' own positive partners: same-side entities (E, R, R).
+        second = o.hist_partner[pslot]
+        pn = o.hist_count[pslot].clamp(max=r)
+        pos2 = (span < pn.unsqueeze(2)) & (o.hist_label[pslot] > liked) & pos.unsqueeze(2)
+        pos2 &= second != ents.view(-1, 1, 1)
+        rows = s.assign[second].long()
+        pos2 &= rows >= 0
+        votes = torch.zeros(ents.numel(), s.m, device=self.device)
+        votes.scatter_add_(1, rows.clamp(min=0).reshape(ents.numel(), -1),
+                           pos2.reshape(ents.numel(), -1).float())
+        density = votes / s.counts[: s.m].clamp(min=1).to(votes.dtype)
         cur = s.assign[ents].long()
-        y = labels.unsqueeze(1)  # (E, 1, R)
-        if o.clustered:
-            table = self._cluster_scores(s, o)
-            cands = self._candidates(s, o, cur, partners, labels, valid, prow, None, table)
-            scores = table.reshape(-1)[cands.unsqueeze(2) * o.m + prow.unsqueeze(1)]
-        else:
-            pvec = o.table[prow]
-            cands = self._candidates(s, o, cur, partners, labels, valid, prow, pvec, None)
-            cvec = s.table[cands]
-            scores = (pairwise_scores(self.model, cvec, pvec) if s.name == "user"
-                      else pairwise_scores(self.model, pvec, cvec).transpose(1, 2))
-        # Exact loss, written so that it broadcasts over (E, C, R) without expanding labels.
-        if cfg.loss == "logloss":
-            per = F.softplus(scores) - y * scores
-        else:
-            per = (scores - y).square()
-        loss = (per * valid.unsqueeze(1)).sum(2) / nvalid.unsqueeze(1)
-        best_loss, best_idx = loss.min(1)
-        best = cands.gather(1, best_idx.unsqueeze(1)).squeeze(1)
-        keep_anyway = torch.rand(ents.shape, device=self.device, generator=self.gen)
-        move = (best != cur) & (best_loss < loss[:, 0] - cfg.margin)
-        move &= keep_anyway >= cfg.damping
-        movers, old, new = ents[move], cur[move], best[move]
-        if movers.numel() == 0:
-            return empty, empty
-        # Never empty a cluster: at most count - 1 members may leave it in one step.
+        best_v, best = density.max(1)
+        own = density.gather(1, cur.unsqueeze(1)).squeeze(1)
+        move = (best != cur) & (best_v > own * self.config.vote_ratio)
+        return torch.where(move, best, -1)
+
+    def _move(self, s: _Side, movers: torch.Tensor, old: torch.Tensor,
+              new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reassign ``movers`` from ``old`` to ``new``, never emptying a cluster."""
         order, rank, _, _, _ = _group_rank(old)
         movers, old, new = movers[order], old[order], new[order]
         allowed = rank < s.counts[old] - 1
@@ -560,7 +622,80 @@ class OnlineCEL:
         ones = torch.ones_like(old)
         s.counts.index_add_(0, old, -ones)
         s.counts.index_add_(0, new, ones)
+        self._scores = None
         return movers, new
+
+    def _reassign(self, s: _Side, o: _Side, ents: torch.Tensor,
+                  slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move the batch's entities: co-click votes propose, the history loss judges.
+
+        An entity with fewer than ``reassign_min_history`` interactions follows its vote (its
+        loss says little); otherwise a vote is taken unless it raises the entity's mean
+        history loss by more than ``vote_tolerance`` (votes find groups while the rows are
+        still alike; once the rows differ the loss vetoes noisy votes), and with
+        ``loss_reassign`` an entity without a vote moves to its loss-minimising candidate."""
+        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+        if not s.clustered or s.m < 2:
+            return empty, empty
+        cfg, r = self.config, self.config.history
+        ok = slots >= 0
+        ents, slots = ents[ok], slots[ok]
+        if ents.numel() == 0:
+            return empty, empty
+        proposal = (self._vote(s, o, ents, slots) if cfg.votes
+                    else torch.full_like(ents, -1))
+        free = torch.rand(ents.shape, device=self.device, generator=self.gen) >= cfg.damping
+        proposal[~free] = -1
+        nvalid = s.hist_count[slots].clamp(max=r)
+        judged = nvalid >= cfg.reassign_min_history
+        if not (cfg.loss_reassign or cfg.votes):
+            judged[:] = False
+        early = ~judged & (proposal >= 0)  # too little history to judge: follow the vote
+        movers, new = ents[early], proposal[early]
+        ents, slots, nvalid, proposal, free = (ents[judged], slots[judged], nvalid[judged],
+                                               proposal[judged], free[judged])
+        if ents.numel() == 0:
+            if movers.numel() == 0:
+                return empty, empty
+            return self._move(s, movers, s.assign[movers].long(), new)
+        partners, labels = s.hist_partner[slots], s.hist_label[slots]
+        valid = torch.arange(r, device=self.device).unsqueeze(0) < nvalid.unsqueeze(1)
+        prow = o.assign[partners].long().clamp(min=0)
+        cur = s.assign[ents].long()
+        y = labels.unsqueeze(1)  # (E, 1, R)
+        voted = proposal >= 0
+        if o.clustered:
+            table = self._cluster_scores(s, o)
+            cands = self._candidates(s, o, cur, partners, labels, valid, prow, None, table)
+            cands = torch.cat([cands, torch.where(voted, proposal, cur).unsqueeze(1)], 1)
+            scores = table.reshape(-1)[cands.unsqueeze(2) * o.m + prow.unsqueeze(1)]
+        else:
+            pvec = o.table[prow]
+            cands = self._candidates(s, o, cur, partners, labels, valid, prow, pvec, None)
+            cands = torch.cat([cands, torch.where(voted, proposal, cur).unsqueeze(1)], 1)
+            cvec = s.table[cands]
+            scores = (pairwise_scores(self.model, cvec, pvec) if s.name == "user"
+                      else pairwise_scores(self.model, pvec, cvec).transpose(1, 2))
+        if cfg.entity_bias:  # the biases do not depend on the cluster, but the loss does
+            scores = scores + (s.bias[ents].view(-1, 1, 1) + o.bias[partners].unsqueeze(1))
+        # Exact loss, written so that it broadcasts over (E, C, R) without expanding labels.
+        if cfg.loss == "logloss":
+            per = F.softplus(scores) - y * scores
+        else:
+            per = (scores - y).square()
+        loss = (per * valid.unsqueeze(1)).sum(2) / nvalid.unsqueeze(1)
+        take_vote = voted & (loss[:, -1] <= loss[:, 0] + cfg.vote_tolerance)
+        best_loss, best_idx = loss[:, :-1].min(1)
+        best = cands.gather(1, best_idx.unsqueeze(1)).squeeze(1)
+        by_loss = (best != cur) & (best_loss < loss[:, 0] - cfg.margin) & ~voted
+        by_loss &= free & cfg.loss_reassign
+        dest = torch.where(take_vote, proposal, best)
+        move = take_vote | by_loss
+        movers, new = torch.cat([movers, ents[move]]), torch.cat([new, dest[move]])
+        if movers.numel() == 0:
+            return empty, empty
+        # Never empty a cluster: at most count - 1 members may leave it in one step.
+        return self._move(s, movers, s.assign[movers].long(), new)
 
     def step(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
              context: torch.Tensor | None = None, return_changes: bool = False) -> dict:
@@ -597,6 +732,11 @@ class OnlineCEL:
         i = si.table[rows_i].requires_grad_(True)
         self.model.zero_grad(set_to_none=True)
         scores = self.model(u, i) if context is None else self.model(u, i, context.to(dev))
+        if self.config.entity_bias:
+            fresh_u, fresh_i = new_mask_u[inv_u], new_mask_i[inv_i]
+            scores = scores + torch.where(fresh_u, su.bias_prior, su.bias[users])
+            scores = scores + torch.where(fresh_i, si.bias_prior, si.bias[items])
+        scores.retain_grad()
         total = self._loss(scores, labels).sum()
         if not bool(torch.isfinite(total)):
             out["skipped"] = 1
@@ -615,6 +755,7 @@ class OnlineCEL:
         out["new_user"], out["new_item"] = new_u.numel(), new_i.numel()
         self.batches += 1
         self.totals["events"] += n
+        self.label_sum += float(labels.sum())
         changes: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"user": [], "item": []}
         split_events: list = []
         with torch.no_grad():
@@ -622,6 +763,12 @@ class OnlineCEL:
             gu, gi = u.grad, i.grad
             self._apply(su, rows_u, gu)
             self._apply(si, rows_i, gi)
+            if self.config.entity_bias:
+                for s, new, fresh, uniq, inv in ((su, new_u, fresh_u, uniq_u, inv_u),
+                                                 (si, new_i, fresh_i, uniq_i, inv_i)):
+                    self._apply_bias(s, uniq, inv, scores.grad)
+                    if bool(fresh.any()):
+                        self._apply_prior(s, scores.grad[fresh])
             for p in self.model.parameters():
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-self.model_lr / n)
@@ -682,7 +829,21 @@ class OnlineCEL:
         """Click probability (logloss) or predicted value (mse) per (user, item) pair."""
         u, i = self._lookup(self.sides["user"], users), self._lookup(self.sides["item"], items)
         scores = self.model(u, i) if context is None else self.model(u, i, context.to(u.device))
+        if self.config.entity_bias:
+            scores = scores + self.entity_bias("user", users) + self.entity_bias("item", items)
         return torch.sigmoid(scores) if self.config.loss == "logloss" else scores
+
+    def entity_bias(self, side: str, ids: torch.Tensor) -> torch.Tensor:
+        """Own bias per id (the first-sight prior for unknown ids; 0 without
+        ``entity_bias``)."""
+        s = self.sides[side]
+        ids = ids.to(self.device, torch.long).reshape(-1)
+        if not s.bias.numel():
+            return torch.zeros(ids.shape, device=self.device)
+        inside = (ids >= 0) & (ids < s.bias.numel())
+        safe = ids.clamp(0, s.bias.numel() - 1)
+        known = inside & (s.assign[safe] >= 0)
+        return torch.where(known, s.bias[safe], s.bias_prior)
 
     def clusters_of(self, side: str, ids: torch.Tensor) -> torch.Tensor:
         """Assigned cluster per id (-1 for unknown ids)."""
@@ -718,6 +879,7 @@ class OnlineCEL:
         for k, v in self.model.state_dict().items():
             state[f"model.{k}"] = v.clone()
         state["batches"] = torch.tensor(self.batches, dtype=torch.int64)
+        state["label_sum"] = torch.tensor(self.label_sum, dtype=torch.float64)
         for k, v in self.totals.items():
             state[f"totals.{k}"] = torch.tensor(v, dtype=torch.int64)
         state["rng"] = self.gen.get_state()
@@ -735,6 +897,7 @@ class OnlineCEL:
         self.model.load_state_dict({k[len("model."):]: v for k, v in state.items()
                                     if k.startswith("model.")})
         self.batches = int(state["batches"])
+        self.label_sum = float(state["label_sum"]) if "label_sum" in state else 0.0
         self.totals = {k: int(state[f"totals.{k}"]) for k in self.totals}
         try:
             self.gen.set_state(state["rng"])

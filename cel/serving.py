@@ -177,6 +177,14 @@ def _table(array: np.ndarray | None, name: str, width: int) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _scalar(array: np.ndarray | None, name: str) -> float:
+    if array is None:
+        return 0.0
+    if array.size != 1:
+        raise ModelDataError(f"{name} must hold one value")
+    return float(np.asarray(array, np.float64).reshape(-1)[0])
+
+
 def _index_pair(arrays: Mapping[str, np.ndarray], a: str, b: str
                 ) -> tuple[np.ndarray, np.ndarray] | None:
     first, second = arrays.get(a), arrays.get(b)
@@ -274,6 +282,16 @@ class _Side:
         self.assign = _grown(np.zeros(0, np.int32), self.n, -1)
         self.assign[: self.n] = assign
         self.counts = np.bincount(assign[assign >= 0], minlength=len(self.table))
+        # Own bias per entity (``{side}.bias``), None when the learner keeps none; unknown
+        # ids get the learnt first-sight bias (``{side}.bias_prior``).
+        bias = arrays.get(f"{name}.bias")
+        self.bias: np.ndarray | None = None
+        self.bias_prior = _scalar(arrays.get(f"{name}.bias_prior"), f"{name}.bias_prior")
+        if bias is not None:
+            if bias.ndim != 1 or len(bias) != self.n:
+                raise ModelDataError(f"{name}.bias must hold one value per id ({self.n})")
+            self.bias = _grown(np.zeros(0, np.float32), self.n, 0)
+            self.bias[: self.n] = bias
 
     @property
     def rows(self) -> int:
@@ -281,17 +299,32 @@ class _Side:
 
     def rows_of(self, ids: Sequence[str]) -> np.ndarray:
         """Row per external id; -1 where unknown (or known but not yet placed)."""
+        return self.rows_and_bias(ids)[0]
+
+    def rows_and_bias(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Row per external id (-1 where unknown) and its own bias (0 where unknown)."""
         internal = self.ids.lookup(ids)
         rows = np.full(len(internal), -1, dtype=np.int64)
+        bias = np.zeros(len(internal), dtype=np.float64)
         known = internal >= 0
         rows[known] = self.assign[internal[known]]
-        return rows
+        if self.bias is not None:
+            bias[known] = self.bias[internal[known]]
+        bias[rows < 0] = self.bias_prior
+        return rows, bias
 
     def add_ids(self, new_ids: list[str]) -> None:
         self.ids.lookup_or_add(new_ids)
         self.id_bytes += sum(len(s) for s in new_ids)
         self.n += len(new_ids)
         self.assign = _grown(self.assign, self.n, -1)
+        if self.bias is not None:
+            self.bias = _grown(self.bias, self.n, 0)
+
+    def set_bias(self, index: np.ndarray, values: np.ndarray) -> None:
+        if self.bias is None:
+            self.bias = _grown(np.zeros(0, np.float32), self.n, 0)
+        self.bias[index] = values
 
     def set_table(self, table: np.ndarray) -> None:
         self.table = table
@@ -309,8 +342,9 @@ class _Side:
 
     @property
     def nbytes(self) -> int:
+        own = 0 if self.bias is None else self.bias.nbytes
         return (self.table.nbytes + self.assign.nbytes + self.counts.nbytes + self.id_bytes
-                + _ID_OVERHEAD_BYTES * self.n)
+                + own + _ID_OVERHEAD_BYTES * self.n)
 
 
 class ServingModel:
@@ -382,11 +416,12 @@ class ServingModel:
         user's sequence and the time (models with ``needs_sequence``)."""
         with self._lock:
             user_row, unknown_user = self._user_row(user_id)
-            rows = self._item.rows_of(item_ids)
+            rows, item_bias = self._item.rows_and_bias(item_ids)
             unknown = rows < 0
             if unknown.any():
                 rows[unknown] = self._cold_item_row(scenario)
             raw = self._raw_scores(user_row, rows, scenario, request)
+            raw = raw + item_bias + self._user.rows_and_bias([user_id])[1][0]
             return self._output(raw), unknown_user, unknown.tolist()
 
     def representation(self, user_id: str, scenario: str | None = None,
@@ -501,6 +536,11 @@ class ServingModel:
                     side.add_ids(new_ids)
                 if table is not None:
                     side.set_table(table)
+                own = plan[f"{name}.bias"]
+                if own is not None:
+                    side.set_bias(*own)
+                if plan[f"{name}.bias_prior"] is not None:
+                    side.bias_prior = plan[f"{name}.bias_prior"]
                 if changed is not None:
                     index, rows = changed
                     old = side.reassign(index, rows)
@@ -562,6 +602,16 @@ class ServingModel:
                 keep = _last_occurrence(index)
                 changed = (index[keep], rows[keep])
             plan[name] = (new_ids, table, changed)
+            own = _index_pair(arrays, f"{name}.bias.index", f"{name}.bias.value")
+            if own is not None:
+                if ((own[0] < 0) | (own[0] >= n_after)).any():
+                    raise ModelDataError(f"{name}.bias.index out of range")
+                keep = _last_occurrence(own[0])
+                own = (own[0][keep], own[1][keep].astype(np.float32))
+            plan[f"{name}.bias"] = own
+            prior = arrays.get(f"{name}.bias_prior")
+            plan[f"{name}.bias_prior"] = (None if prior is None
+                                          else _scalar(prior, f"{name}.bias_prior"))
         popularity = _index_pair(arrays, "item.popularity.index", "item.popularity.value")
         if popularity is not None:
             index, values = popularity

@@ -23,6 +23,10 @@ Array names (``{side}`` is ``user`` or ``item``; S = snapshot, D = delta):
   internal ids continue from ``DeltaHeader.first_new[side]``.
 - ``{side}.changed.index`` / ``{side}.changed.row`` (D): int64 / int32, the new row of
   every new, reassigned or split-moved id.
+- ``{side}.bias`` (S): f32 (entities,), each id's own bias, added to the score next to
+  its row's (mf/deepfm with ``CELREC_ENTITY_BIAS``; absent: none);
+  ``{side}.bias.index`` / ``{side}.bias.value`` (D): int64 / f32, the changed own biases;
+  ``{side}.bias_prior`` (S, D): f32 (1,), the own bias of an id not seen yet.
 - ``item.popularity`` (S): int32 (items,), positive events per item;
   ``item.popularity.index`` / ``.value`` (D): the changed counts.
 - ``scenario.item_cluster_popularity`` (S, D): f32 (scenarios, item rows), positive

@@ -74,6 +74,9 @@ class CELLearner(Learner):
             return LearnStats(events=len(events), skipped=True)
         for side, (ids, _rows) in out["changes"].items():
             self._changed[side].append(ids.cpu().numpy())
+        if self.model.config.entity_bias:
+            self._touched["user"].append(np.unique(users))
+            self._touched["item"].append(np.unique(items))
         self._splits += [(side, int(p), int(c), int(m.numel()))
                          for side, p, c, m in out["split_events"]]
         positive = labels > 0
@@ -99,19 +102,28 @@ class CELLearner(Learner):
     # -- publishing --------------------------------------------------------------------
     def _reset_changes(self) -> None:
         self._changed: dict[str, list[np.ndarray]] = {s: [] for s in SIDES}
+        self._touched: dict[str, list[np.ndarray]] = {s: [] for s in SIDES}  # own biases
         self._popular: list[np.ndarray] = []
         self._splits: list[tuple[str, int, int, int]] = []
         self._published_entities = {s: len(self.ids[s]) for s in SIDES}
 
     @property
     def has_changes(self) -> bool:
-        return any(self._changed[s] for s in SIDES) or bool(self._popular) or any(
+        return any(self._changed[s] or self._touched[s] for s in SIDES) or bool(
+            self._popular) or any(
             len(self.ids[s]) != self._published_entities[s] for s in SIDES)
 
     def side_meta(self) -> dict[str, SideMeta]:
         return {s: SideMeta(entities=len(self.ids[s]),
                             rows=int(self.model.cluster_table(s).shape[0]),
                             clustered=self.model.sides[s].clustered) for s in SIDES}
+
+    def _own_bias(self, side: str, internal: np.ndarray) -> np.ndarray:
+        return self.model.entity_bias(side, torch.from_numpy(internal)).cpu().numpy() \
+            .astype(np.float32)
+
+    def _bias_prior(self, side: str) -> np.ndarray:
+        return self.model.sides[side].bias_prior.detach().cpu().numpy().astype(np.float32)
 
     def _rows_of(self, side: str, internal: np.ndarray) -> np.ndarray:
         """Current row of each id; ids a skipped batch never admitted get the default row."""
@@ -141,6 +153,11 @@ class CELLearner(Learner):
         arrays.update(snapshot_id_arrays(
             self.ids, self._rows_of,
             {s: int(self.model.cluster_table(s).shape[0]) for s in SIDES}, self.item_popularity))
+        if self.model.config.entity_bias:
+            for side in SIDES:
+                known = np.arange(len(self.ids[side]), dtype=np.int64)
+                arrays[f"{side}.bias"] = self._own_bias(side, known)
+                arrays[f"{side}.bias_prior"] = self._bias_prior(side)
         self._reset_changes()
         return arrays
 
@@ -151,6 +168,14 @@ class CELLearner(Learner):
         first_new = dict(self._published_entities)
         arrays.update(delta_id_arrays(self.ids, first_new, self._changed, self._rows_of,
                                       self._popular, self.item_popularity))
+        if self.model.config.entity_bias:
+            for side in SIDES:
+                touched = self._touched[side]
+                index = (np.unique(np.concatenate(touched)) if touched
+                         else np.zeros(0, np.int64)).astype(np.int64)
+                arrays[f"{side}.bias.index"] = index
+                arrays[f"{side}.bias.value"] = self._own_bias(side, index)
+                arrays[f"{side}.bias_prior"] = self._bias_prior(side)
         splits = self._splits
         self._reset_changes()
         return first_new, splits, arrays
