@@ -25,6 +25,9 @@ from schemas.snapshot import SIDES, DeltaHeader, SideMeta, SnapshotMeta
 
 DEEP_MODEL_KINDS = ("saml", "dupn")  # served by cel.deep_serving_model (torch)
 _ID_OVERHEAD_BYTES = 120  # rough per-id cost of a Python str + dict entry + list slot
+# Weight of the model's logit against log(1 + positives) when ranking recommendations:
+# chosen on the first halves of the tuning streams (bench/results/prequential_tuning.md).
+RETRIEVAL_MODEL_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)
@@ -236,8 +239,9 @@ class _Members:
                 self.added.setdefault(new, set()).add(item)
             self.ranked.pop(new, None)
 
-    def ranking(self, row: int, popularity: np.ndarray) -> np.ndarray:
-        """Members of ``row``, most popular first (ties: older ids first); cached."""
+    def ranking(self, row: int, key: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Members of ``row``, highest ``key(members)`` first (ties: older ids first);
+        cached until the row's members or their keys change (:meth:`changed`)."""
         cached = self.ranked.get(row)
         if cached is not None:
             return cached
@@ -247,10 +251,15 @@ class _Members:
             members = members[~np.isin(members, np.fromiter(removed, np.int64, len(removed)))]
         if added:
             members = np.concatenate([members, np.fromiter(added, np.int64, len(added))])
-        order = np.lexsort((members, -popularity[members].astype(np.int64)))
+        order = np.lexsort((members, -key(members)))
         self.base[row] = ranked = members[order]
         self.ranked[row] = ranked
         return ranked
+
+    def changed(self, rows: np.ndarray) -> None:
+        """The keys of some members of ``rows`` changed: rank those rows anew."""
+        for row in np.unique(rows).tolist():
+            self.ranked.pop(row, None)
 
     @property
     def nbytes(self) -> int:
@@ -440,43 +449,71 @@ class ServingModel:
     def retrieve(self, user_id: str, n: int, scenario: str | None = None,
                  exclude: Collection[str] = (), request: RequestContext | None = None
                  ) -> Retrieval:
-        """Top ``n`` items by cluster retrieval: best item rows first (a cold user: the
-        scenario's most popular rows), members of a row by popularity."""
+        """Top ``n`` items by ``RETRIEVAL_MODEL_WEIGHT`` x the model's score (the user's row
+        against the item's row, plus the item's own bias) + log(1 + the item's positives):
+        what the user likes, weighted by what users choose.
+
+        The row part is shared by a row's members and the rest does not depend on the user,
+        so each row keeps its members ranked by the rest; rows are expanded best bound first
+        and the walk stops when no unexpanded row can beat the n-th item: exact, and it
+        grows with rows and expanded members, not with the catalogue."""
         with self._lock:
             user_row, unknown_user = self._user_row(user_id)
             item = self._item
             live = np.flatnonzero(item.counts[: item.rows] > 0)
             raw = self._raw_scores(user_row, live, scenario, request)
-            if unknown_user:
-                prior = self._prior_for(scenario)[live]
-                order = np.lexsort((-raw, -prior))
-            else:
-                order = np.argsort(-raw, kind="stable")
+            row_part = RETRIEVAL_MODEL_WEIGHT * raw
             skip = item.ids.lookup(list(exclude)) if exclude else np.zeros(0, np.int64)
-            skip = skip[skip >= 0]
+            skip = np.unique(skip[skip >= 0])
             stats = RetrievalStats(rows_scored=len(live))
-            chosen: list[np.ndarray] = []
-            chosen_scores: list[np.ndarray] = []
-            found = 0
-            for j in order:
-                if found >= n:
+            heads = [self._members.ranking(int(r), self._quality) for r in live]
+            bound = np.array([row_part[k] + self._quality(h[:1])[0] if len(h) else -np.inf
+                              for k, h in enumerate(heads)])
+            bound[np.isnan(bound)] = np.inf  # a diverged row comes first: the caller sees NaN
+            best_ids: list[np.ndarray] = []
+            best_raw: list[np.ndarray] = []
+            best_total: list[np.ndarray] = []
+            nth = -np.inf
+            for k in np.argsort(-bound, kind="stable"):
+                if bound[k] == -np.inf or (stats.clusters_expanded and bound[k] <= nth):
                     break
-                ranking = self._members.ranking(int(live[j]), self._popularity)
                 # At most len(skip) of them are excluded, so this window always suffices.
-                window = ranking[: n - found + len(skip)]
+                window = heads[k][: n + len(skip)]
                 stats.clusters_expanded += 1
                 stats.members_examined += len(window)
                 if len(skip):
                     window = window[~np.isin(window, skip)]
-                window = window[: n - found]
-                chosen.append(window)
-                chosen_scores.append(np.full(len(window), raw[j]))
-                found += len(window)
-            internal = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
-            scores = self._output(np.concatenate(chosen_scores)) if chosen else np.zeros(0)
+                window = window[:n]
+                if not len(window):
+                    continue
+                own = self._own_item_bias(window)
+                best_ids.append(window)
+                best_raw.append(raw[k] + own)
+                part = row_part[k] + self._quality(window)
+                best_total.append(np.where(np.isnan(part), np.inf, part))
+                total = np.concatenate(best_total)
+                if len(total) >= n:
+                    nth = np.partition(total, len(total) - n)[len(total) - n]
+            if best_ids:
+                ids_all, raw_all = np.concatenate(best_ids), np.concatenate(best_raw)
+                order = np.argsort(-np.concatenate(best_total), kind="stable")[:n]
+                internal, chosen_raw = ids_all[order], raw_all[order]
+            else:
+                internal, chosen_raw = np.zeros(0, np.int64), np.zeros(0)
+            user_bias = self._user.rows_and_bias([user_id])[1][0]
+            scores = self._output(chosen_raw + user_bias) if len(internal) else np.zeros(0)
             ids = item.ids.external(internal.tolist())
             items = list(zip(ids, scores.tolist(), strict=True))
             return Retrieval(items=items, unknown_user=unknown_user, stats=stats)
+
+    def _own_item_bias(self, internal: np.ndarray) -> np.ndarray:
+        bias = self._item.bias
+        return np.zeros(len(internal)) if bias is None else bias[internal].astype(np.float64)
+
+    def _quality(self, internal: np.ndarray) -> np.ndarray:
+        """The user-independent part of an item's retrieval score."""
+        return (np.log1p(self._popularity[internal].astype(np.float64))
+                + RETRIEVAL_MODEL_WEIGHT * self._own_item_bias(internal))
 
     def info(self) -> ModelInfo:
         with self._lock:
@@ -555,8 +592,10 @@ class ServingModel:
             if popularity is not None:
                 index, values = popularity
                 self._popularity[index] = values
-                for row in np.unique(self._item.assign[index]).tolist():
-                    self._members.ranked.pop(row, None)
+                self._members.changed(self._item.assign[index])
+            own = plan["item.bias"]
+            if own is not None:
+                self._members.changed(self._item.assign[own[0]])
             if header.scenarios:
                 self.scenarios = list(header.scenarios)
             if plan["prior"] is not None:

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from cel.serving import DeltaMismatch, ModelDataError, ServingModel
+from cel.serving import RETRIEVAL_MODEL_WEIGHT, DeltaMismatch, ModelDataError, ServingModel
 from tests.modelpub import ModelWriter
 
 USERS = ["alice", "bob", "carol"]
@@ -66,32 +66,69 @@ def test_unknown_ids_are_flagged_and_served_the_cold_default():
     assert scores == pytest.approx([sigmoid(hand_score(0, 1))])
 
 
-def test_recommend_returns_best_cluster_first_ranked_by_popularity():
+def by_formula(user: int | list[float], n: int, exclude=(), items=ITEMS, table=ITEM_TABLE,
+               assign=ITEM_ASSIGN, popularity=POPULARITY, own_bias=None) -> list[str]:
+    """Brute force over the catalogue: RETRIEVAL_MODEL_WEIGHT x (row score + own bias) +
+    log(1 + positives), best first (ties: the older id)."""
+    u = USER_TABLE[user] if isinstance(user, int) else user
+    totals = []
+    for k, item in enumerate(items):
+        if item in exclude or assign[k] < 0:
+            continue
+        row = table[assign[k]]
+        model = float(np.dot(u[:-1], row[:-1]) + row[-1])
+        model += 0.0 if own_bias is None else own_bias[k]
+        totals.append((-(RETRIEVAL_MODEL_WEIGHT * model + math.log1p(popularity[k])), k))
+    return [items[k] for _, k in sorted(totals)[:n]]
+
+
+def test_recommend_ranks_by_the_model_weighted_by_popularity():
     model, _ = build()
     result = model.retrieve("alice", 3)
-    assert [i for i, _ in result.items] == ["a1", "a2", "a0"]
-    assert result.items[0][1] == pytest.approx(sigmoid(hand_score(0, 0)))
-    assert result.stats.clusters_expanded == 1 and result.stats.members_examined == 3
-    assert [i for i, _ in model.recommend("bob", 2)] == ["b1", "b3"]
-    # more than one cluster holds: continue with the next best cluster
-    items = [i for i, _ in model.recommend("alice", 6)]
-    assert items == ["a1", "a2", "a0", "a3", "b1", "b3"]
+    assert [i for i, _ in result.items] == by_formula(0, 3) == ["b1", "a1", "b3"]
+    # the score served is the model's probability, not the ranking key
+    assert result.items[1][1] == pytest.approx(sigmoid(hand_score(0, 0)))
+    assert [i for i, _ in model.recommend("bob", 2)] == by_formula(1, 2)
+    assert [i for i, _ in model.recommend("alice", 10)] == by_formula(0, 10)
+
+
+def test_a_popular_item_of_a_disliked_row_loses_to_a_liked_row():
+    model, writer = build()
+    table = np.array(ITEM_TABLE)
+    table[2] = [12.0, 0.0, 0.0]  # alice now likes row 2 a lot: its items overtake b1 (pop 9)
+    apply(model, writer, item_table=table)
+    items = [i for i, _ in model.recommend("alice", 3)]
+    assert items[:2] == ["c0", "c1"]
+    assert items == by_formula(0, 3, table=table.tolist())
 
 
 def test_recommend_excludes_given_items():
     model, _ = build()
-    items = [i for i, _ in model.recommend("alice", 3, exclude={"a1", "a0", "unknown"})]
-    assert items == ["a2", "a3", "b1"]
+    items = [i for i, _ in model.recommend("alice", 3, exclude={"b1", "a1", "unknown"})]
+    assert items == by_formula(0, 3, exclude={"b1", "a1"})
+    assert "b1" not in items and "a1" not in items
 
 
-def test_recommend_for_a_cold_user_follows_the_scenario_prior():
+def test_recommend_for_a_cold_user_uses_the_typical_user_row():
     model, _ = build()
-    web = model.retrieve("nobody", 2, "web")
-    assert web.unknown_user and [i for i, _ in web.items] == ["b1", "b3"]
-    assert [i for i, _ in model.recommend("nobody", 2, "app")] == ["a1", "a2"]
+    cold = model.retrieve("nobody", 2, "web")
+    assert cold.unknown_user and [i for i, _ in cold.items] == by_formula(0, 2)
     assert model.recommend("alice", 0) == []
     everything = model.recommend("alice", 100)
     assert sorted(i for i, _ in everything) == sorted(ITEMS)
+
+
+def test_own_item_biases_take_part_in_the_ranking():
+    writer = ModelWriter()
+    meta, arrays = writer.snapshot(
+        3, USERS, ITEMS, np.array(USER_TABLE), np.array(ITEM_TABLE), USER_ASSIGN, ITEM_ASSIGN,
+        popularity=POPULARITY, publish=False)
+    own = np.linspace(-3.0, 3.0, len(ITEMS)).astype(np.float32)
+    arrays["item.bias"] = own
+    model = ServingModel(meta, arrays)
+    got = [i for i, _ in model.recommend("alice", 5)]
+    assert got == by_formula(0, 5, own_bias=own.tolist())
+    assert got != by_formula(0, 5)
 
 
 def test_recommend_cost_grows_with_clusters_expanded_not_the_catalogue():
@@ -99,19 +136,18 @@ def test_recommend_cost_grows_with_clusters_expanded_not_the_catalogue():
     rng = np.random.default_rng(0)
     items = [f"i{k}" for k in range(rows * per_row)]
     writer = ModelWriter()
-    meta, arrays = writer.snapshot(
-        1, ["u"], items, rng.normal(size=(1, dim + 1)), rng.normal(size=(rows, dim + 1)),
-        [0], np.repeat(np.arange(rows), per_row), popularity=rng.integers(0, 100, len(items)),
-        publish=False)
+    user, table = rng.normal(size=(1, dim + 1)), rng.normal(size=(rows, dim + 1))
+    assign, pop = np.repeat(np.arange(rows), per_row), rng.integers(0, 100, len(items))
+    meta, arrays = writer.snapshot(1, ["u"], items, user, table, [0], assign,
+                                   popularity=pop, publish=False)
     model = ServingModel(meta, arrays)
     result = model.retrieve("u", 10)
-    assert len(result.items) == 10
+    expected = by_formula(user[0].tolist(), 10, items=items, table=table.tolist(),
+                          assign=assign.tolist(), popularity=pop.tolist())
+    assert [i for i, _ in result.items] == expected
     assert result.stats.rows_scored == rows
-    assert result.stats.clusters_expanded == 1
-    assert result.stats.members_examined == 10  # of 20,000 items
-    result = model.retrieve("u", per_row + 5)
-    assert result.stats.clusters_expanded == 2
-    assert result.stats.members_examined == per_row + 5
+    assert result.stats.clusters_expanded < rows // 2
+    assert result.stats.members_examined <= 10 * result.stats.clusters_expanded  # of 20,000
 
 
 def test_delta_adds_ids_reassigns_and_replaces_tables():
@@ -127,8 +163,10 @@ def test_delta_adds_ids_reassigns_and_replaces_tables():
     assert scores == pytest.approx([sigmoid(hand_score(1, 2, 1.0, new_table)),
                                     sigmoid(hand_score(1, 1, 1.0, new_table))])
     items = [i for i, _ in model.recommend("alice", 5)]
-    assert items == ["d0", "c0", "c1", "a2", "a0"]  # a1 moved to row 1
-    assert "a1" in [i for i, _ in model.recommend("bob", 2)]  # pop 5 ranks second in row 1
+    assign = ITEM_ASSIGN[:1] + [1] + ITEM_ASSIGN[2:] + [2]  # a1 moved to row 1, d0 in row 2
+    expected = by_formula(0, 5, items=ITEMS + ["d0"], table=new_table.tolist(), assign=assign,
+                          popularity=POPULARITY + [100])
+    assert items == expected and items[0] == "d0"
     info = model.info()
     assert (info.version, info.seq) == (3, 1)
     assert info.sides["user"].entities == 4 and info.sides["item"].entities == 11
@@ -141,7 +179,9 @@ def test_delta_with_new_rows_and_prior():
     table = np.vstack([ITEM_TABLE, [[0.0, 0.0, 5.0]]])  # a split created row 3
     prior = np.array([[0.0, 0.0, 0.0, 50.0], [7.0, 0.0, 0.0, 0.0]])
     apply(model, writer, item_table=table, item_changed=([4, 5], [3, 3]), prior=prior)
-    assert [i for i, _ in model.recommend("nobody", 2, "web")] == ["b1", "b0"]
+    assign = ITEM_ASSIGN[:4] + [3, 3] + ITEM_ASSIGN[6:]
+    assert [i for i, _ in model.recommend("nobody", 2, "web")] == by_formula(
+        0, 2, table=table.tolist(), assign=assign) == ["b1", "b0"]
     assert model.info().sides["item"].clusters == 4
     scores, _, unknown = model.score("alice", ["x"], "web")
     assert unknown == [True] and scores[0] == pytest.approx(sigmoid(1.0 * 0 + 0.1 + 5.0 + BIAS))
@@ -197,12 +237,8 @@ def test_member_index_agrees_with_brute_force_over_random_deltas():
         for k, v in zip(pop_index, pop_values, strict=True):
             pop[k] = v
         if step % 3 == 0:  # recommend between deltas so lazily rebuilt rows are re-edited
-            user = arrays["user.table"][0]
-            table = arrays["item.table"]
-            row_scores = table[:, :-1] @ user[:-1] + table[:, -1]
-            expected = []
-            for r in np.argsort(-row_scores):
-                members = [k for k in range(len(items)) if assign[k] == r]
-                expected += sorted(members, key=lambda k: (-pop[k], k))
+            user = arrays["user.table"][0].tolist()
+            table = arrays["item.table"].tolist()
             got = [i for i, _ in model.recommend("u", len(items))]
-            assert got == [items[k] for k in expected]
+            assert got == by_formula(user, len(items), items=items, table=table,
+                                     assign=assign, popularity=pop)
