@@ -205,9 +205,9 @@ class _Side:
         self.tail = 0
 
     SCALARS = ("m", "known", "newest", "target", "acc_n", "used", "head", "tail")
-    TENSORS = ("table", "table_g2", "assign", "bias", "bias_g2", "bias_prior", "bias_prior_g2", "counts", "inter", "acc_slot", "acc_ids", "acc_grad",
-               "slot_of", "owner", "hist_partner", "hist_label", "hist_count", "last_touch",
-               "log_slot", "log_time")
+    TENSORS = ("table", "table_g2", "assign", "bias", "bias_g2", "bias_prior", "bias_prior_g2",
+               "counts", "inter", "acc_slot", "acc_ids", "acc_grad", "slot_of", "owner",
+               "hist_partner", "hist_label", "hist_count", "last_touch", "log_slot", "log_time")
 
     @property
     def capacity(self) -> int:
@@ -764,8 +764,8 @@ class OnlineCEL:
             self._apply(su, rows_u, gu)
             self._apply(si, rows_i, gi)
             if self.config.entity_bias:
-                for s, new, fresh, uniq, inv in ((su, new_u, fresh_u, uniq_u, inv_u),
-                                                 (si, new_i, fresh_i, uniq_i, inv_i)):
+                for s, fresh, uniq, inv in ((su, fresh_u, uniq_u, inv_u),
+                                            (si, fresh_i, uniq_i, inv_i)):
                     self._apply_bias(s, uniq, inv, scores.grad)
                     if bool(fresh.any()):
                         self._apply_prior(s, scores.grad[fresh])
