@@ -24,6 +24,7 @@ def _strip(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 class DeepServingModel(ServingModel):
     needs_sequence = True
+    cold_item_by_scenario = True
 
     def _build_scorer(self, weights: Mapping[str, np.ndarray]) -> None:  # type: ignore[override]
         try:

@@ -401,6 +401,9 @@ class ServingModel:
 
     #: whether scoring needs the user's behaviour sequence (``schemas.sequence``)
     needs_sequence = False
+    #: a never-seen item is scored with its scenario's most popular item row (saml/dupn), or
+    #: with the largest row, where the online trainer (``cel.online``) will place it (mf)
+    cold_item_by_scenario = False
 
     def _build_scorer(self, weights: Mapping[str, np.ndarray]) -> Scorer:
         return make_scorer(self.kind, weights)
@@ -712,7 +715,7 @@ class ServingModel:
         return out
 
     def _cold_item_row(self, scenario: str | None) -> int:
-        prior = self._prior_for(scenario)
+        prior = self._prior_for(scenario) if self.cold_item_by_scenario else np.zeros(0)
         if len(prior) and prior.max() > 0:
             return int(np.argmax(prior))
         counts = self._item.counts[: self._item.rows]  # no events yet: the largest row

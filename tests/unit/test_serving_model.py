@@ -55,14 +55,17 @@ def test_mse_scores_are_raw():
 
 
 def test_unknown_ids_are_flagged_and_served_the_cold_default():
-    model, _ = build()
-    # unknown user -> most common user row (0); unknown item -> scenario's most popular row
+    model, writer = build()
+    # unknown user -> most common user row (0); unknown item -> the largest item row, where
+    # the trainer will place it (rows 0 and 1 hold 4 items each: the first), any scenario
     scores, unknown_user, unknown_items = model.score("zed", ["new-item", "a0"], "web")
     assert unknown_user is True and unknown_items == [True, False]
-    assert scores == pytest.approx([sigmoid(hand_score(0, 1)), sigmoid(hand_score(0, 0))])
-    scores, _, _ = model.score("zed", ["new-item"], "app")
-    assert scores == pytest.approx([sigmoid(hand_score(0, 0))])
-    scores, _, _ = model.score("zed", ["new-item"], None)  # all scenarios: row 1 (10 > 7)
+    assert scores == pytest.approx([sigmoid(hand_score(0, 0)), sigmoid(hand_score(0, 0))])
+    for scenario in ("app", None):
+        scores, _, _ = model.score("zed", ["new-item"], scenario)
+        assert scores == pytest.approx([sigmoid(hand_score(0, 0))])
+    apply(model, writer, item_changed=([0], [1]))  # row 1 now the largest
+    scores, _, _ = model.score("zed", ["new-item"], "web")
     assert scores == pytest.approx([sigmoid(hand_score(0, 1))])
 
 
@@ -183,8 +186,8 @@ def test_delta_with_new_rows_and_prior():
     assert [i for i, _ in model.recommend("nobody", 2, "web")] == by_formula(
         0, 2, table=table.tolist(), assign=assign) == ["b1", "b0"]
     assert model.info().sides["item"].clusters == 4
-    scores, _, unknown = model.score("alice", ["x"], "web")
-    assert unknown == [True] and scores[0] == pytest.approx(sigmoid(1.0 * 0 + 0.1 + 5.0 + BIAS))
+    scores, _, unknown = model.score("alice", ["x"], "web")  # the largest row: 0
+    assert unknown == [True] and scores[0] == pytest.approx(sigmoid(hand_score(0, 0)))
 
 
 def test_out_of_sequence_or_malformed_delta_changes_nothing():
