@@ -81,6 +81,7 @@ class OnlineCELConfig:
     votes: bool = True
     vote_ratio: float = 1.5
     vote_tolerance: float = 0.02  # mean history loss a vote may add and still be taken
+    vote_window: int = 16  # latest ring-buffer entries of each partner that vote
     # The loss-minimising move (CEL's rule) after the votes; off by default: on the tuning
     # streams it undid what the votes found before the rows were trained
     # (bench/results/prequential_tuning.md).
@@ -584,8 +585,9 @@ class OnlineCEL:
     def _vote(self, s: _Side, o: _Side, ents: torch.Tensor,
               slots: torch.Tensor) -> torch.Tensor:
         """Co-click votes (``OnlineCELConfig.votes``): per entity (with a slot) the cluster
-        it is proposed to move to, -1 for none. O(E x R x R) gathers, no model call."""
-        r = self.config.history
+        it is proposed to move to, -1 for none. O(E x R x ``vote_window``) gathers, no model
+        call."""
+        r, k = self.config.history, min(self.config.vote_window, self.config.history)
         span = torch.arange(r, device=self.device)
         nvalid = s.hist_count[slots].clamp(max=r)
         partners = s.hist_partner[slots]  # (E, R)
@@ -594,10 +596,17 @@ class OnlineCEL:
         pslot = o.slot_of[partners].long()
         pos &= pslot >= 0
         pslot = pslot.clamp(min=0)
-        # The partners' own positive partners: same-side entities (E, R, R).
-        second = o.hist_partner[pslot]
-        pn = o.hist_count[pslot].clamp(max=r)
-        pos2 = (span < pn.unsqueeze(2)) & (o.hist_label[pslot] > liked) & pos.unsqueeze(2)
+        # The partners' latest k entries (ring positions count-1, count-2, ...), keeping the
+        # positive same-side entities: (E, R, k).
+        count = o.hist_count[pslot]
+        if k == r:  # whole rows: a plain row gather
+            second, labels2 = o.hist_partner[pslot], o.hist_label[pslot]
+        else:
+            back = (count.unsqueeze(2) - 1 - span[:k]) % r
+            second = o.hist_partner[pslot.unsqueeze(2), back]
+            labels2 = o.hist_label[pslot.unsqueeze(2), back]
+        pos2 = (span[:k] < count.clamp(max=r).unsqueeze(2)) & pos.unsqueeze(2)
+        pos2 &= labels2 > liked
         pos2 &= second != ents.view(-1, 1, 1)
         rows = s.assign[second].long()
         pos2 &= rows >= 0
