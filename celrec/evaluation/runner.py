@@ -18,7 +18,8 @@ from cel.recommender import Recommender
 from cel.tables import resolve_device
 from celrec.evaluation.protocols import Prepared
 
-ALL_METHODS = ("full", "hash", "dhash", "cel", "cel-online")
+ALL_METHODS = ("full", "hash", "dhash", "cel", "cel-online", "celrec")
+SERVED_CHUNK = 200  # events scored, then learnt, at a time: the API protocol's chunk
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
 
@@ -274,6 +275,53 @@ def run_online(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict
                    online.memory_bytes(), full, events, seconds, curve, sizes)
 
 
+def run_served(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
+    """``celrec``: the trainer's own learner with the trainer's defaults, scored through the
+    served model (``celrec.evaluation.served``), a chunk of events at a time: what
+    ``celrec run`` serves, without HTTP."""
+    if spec.protocol != "stream" or prep.task != "binary":
+        raise MethodUnavailable("celrec (the trainer's learner as served) runs on "
+                                "--protocol stream with binary labels")
+    from celrec.evaluation.served import CelrecStream
+
+    stream = CelrecStream("binary", seed=spec.seed, device=spec.device)
+    events = prep.test
+    users = [str(u) for u in events.users.tolist()]
+    items = [str(i) for i in events.items.tolist()]
+    labels = events.labels.cpu().numpy()
+    preds, curve = [], []
+    seconds, n = 0.0, len(users)
+    for start in range(0, n, SERVED_CHUNK):
+        end = min(n, start + SERVED_CHUNK)
+        clock = time.perf_counter()
+        preds.append(torch.from_numpy(stream.process(users[start:end], items[start:end],
+                                                     labels[start:end], labels[start:end])))
+        seconds += time.perf_counter() - clock
+        if (start // SERVED_CHUNK) % 50 == 49 or end >= n:
+            value = _metric(torch.cat(preds).float(), events.labels[:end].cpu(), prep.task)
+            if value is not None:
+                curve.append(value)
+            if progress:
+                progress("celrec", end, n)
+    earlier_u = _earlier_counts(events.users.cpu())
+    earlier_i = _earlier_counts(events.items.cpu())
+    width = stream.settings.embedding_dim + 1
+    return _result("celrec", torch.cat(preds).float(), events, prep.task, earlier_u, earlier_i,
+                   stream.learnt_table_bytes(),
+                   full_bytes(prep.num_users, prep.num_items, width, "both"), n, seconds,
+                   curve, [], None)
+
+
+def _earlier_counts(ids: torch.Tensor) -> torch.Tensor:
+    """Per event, how many earlier events had the same id."""
+    seen: dict[int, int] = {}
+    out = []
+    for x in ids.tolist():
+        out.append(seen.get(x, 0))
+        seen[x] = out[-1] + 1
+    return torch.tensor(out, dtype=torch.long)
+
+
 def evaluate(prep: Prepared, spec: RunSpec, progress: Progress | None = None) -> list[dict]:
     results = []
     for method in spec.methods:
@@ -281,6 +329,8 @@ def evaluate(prep: Prepared, spec: RunSpec, progress: Progress | None = None) ->
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
         if method == "cel-online":
             results.append(run_online(prep, spec, progress))
+        elif method == "celrec":
+            results.append(run_served(prep, spec, progress))
         elif spec.protocol == "stream":
             results.append(run_stream(method, prep, spec, progress))
         else:

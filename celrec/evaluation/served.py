@@ -81,6 +81,15 @@ class CelrecStream:
             return []
         return [i for i, _ in model.retrieve(user, n, None, exclude).items]
 
+    def learnt_table_bytes(self) -> int:
+        """What the learner learns per side: its live rows and the own biases (the memory
+        compared with one full-embedding row per entity)."""
+        total = 0
+        for side in ("user", "item"):
+            total += self.learner.model.cluster_table(side).numel() * 4
+            total += 4 * len(self.learner.ids[side]) * int(self.learner.model.config.entity_bias)
+        return total
+
     def memory_bytes(self) -> int | None:
         model = self.follower.model
         return None if model is None else model.memory_bytes()

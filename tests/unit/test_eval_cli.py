@@ -102,3 +102,20 @@ def test_movielens_100k_random_protocol_quick(capsys: pytest.CaptureFixture[str]
     # + own biases, scales and the 5 extra rows (an assignment byte and a weight per item each)
     assert 6 < cel["compression_ratio"] < cel["table_compression_ratio"]
     assert sum(b["n"] for b in cel["buckets"]["item"].values()) == 20_000
+
+
+def test_stream_protocol_runs_the_trainers_learner_as_served(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--methods celrec``: the trainer's learner and defaults, scored through the served
+    model; it learns the parity pattern of the generated stream (second half above 0.5)."""
+    data = _csv(tmp_path / "b.csv", binary=True)
+    code = main(["--data", str(data), "--format", "csv", "--protocol", "stream",
+                 "--methods", "celrec", "--json", "--quiet", "--device", "cpu"])
+    assert code == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["method"] == "celrec" and 0 < result["logloss"] < 1
+    assert result["auc"] > 0.6  # progressive AUC over the whole stream
+    assert result["compression_ratio"] > 1.0
+    assert sum(b["n"] for b in result["buckets"]["item"].values()) == 600
+    assert main(["--data", str(data), "--format", "csv", "--protocol", "random",
+                 "--methods", "celrec", "--json", "--quiet", "--device", "cpu"]) != 0
