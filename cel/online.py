@@ -25,6 +25,7 @@ return_changes=True)``; ``out["changes"]`` are the assignment deltas to publish.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -732,6 +733,8 @@ class OnlineCEL:
             self.totals["skipped"] += out["skipped"]
             return self._finish(out)
         su, si = self.sides["user"], self.sides["item"]
+        if self.batches == 0:
+            self._start_global_bias(labels)
         uniq_u, inv_u = torch.unique(users, return_inverse=True)
         uniq_i, inv_i = torch.unique(items, return_inverse=True)
         first_u, new_mask_u = self._first_sight(su, uniq_u)
@@ -809,6 +812,20 @@ class OnlineCEL:
                               for k, v in changes.items()}
             out["split_events"] = split_events
         return self._finish(out)
+
+    @torch.no_grad()
+    def _start_global_bias(self, labels: torch.Tensor) -> None:
+        """Before the first step: the global bias starts at the first batch's mean label (its
+        logit under log loss) instead of 0, so the first predictions are not off by the
+        whole mean (3.5 stars, or a click rate far from one half)."""
+        bias = getattr(self.model, "global_bias", None)
+        if not isinstance(bias, torch.Tensor) or bias.numel() != 1:
+            return
+        mean = float(labels.mean())
+        if self.config.loss == "logloss":
+            mean = min(max(mean, 0.01), 0.99)
+            mean = math.log(mean / (1.0 - mean))
+        bias.fill_(mean)
 
     def _finish(self, out: dict) -> dict:
         for s in self.sides.values():

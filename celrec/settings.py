@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     rating_positive_threshold: float = Field(
         4.0, description="a rating event at or above this value counts as a positive label"
     )
+    objective: Literal["click", "rating"] = Field(
+        "click", description="mf/deepfm: what the model predicts. click: the probability of a "
+        "positive (value > 0; a rating at or above CELREC_RATING_POSITIVE_THRESHOLD), log "
+        "loss; rating: the event's value itself (e.g. 1-5 stars), squared loss, and /scores "
+        "serves predicted values"
+    )
     publish_interval_ms: int = Field(
         200, ge=10, le=60_000, description="cadence of model deltas published for serving"
     )

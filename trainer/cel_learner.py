@@ -31,9 +31,10 @@ MODEL_KIND = "mf"
 class CELLearner(Learner):
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.loss = "mse" if settings.objective == "rating" else "logloss"
         config = OnlineCELConfig(
             dim=settings.embedding_dim, user_clusters=settings.user_clusters,
-            item_clusters=settings.item_clusters, loss="logloss", lr=settings.learning_rate,
+            item_clusters=settings.item_clusters, loss=self.loss, lr=settings.learning_rate,
             state_capacity=settings.entity_state_capacity, seed=settings.seed,
         )
         self.model_kind = settings.model if settings.model == "deepfm" else MODEL_KIND
@@ -52,6 +53,8 @@ class CELLearner(Learner):
 
     # -- learning ----------------------------------------------------------------------
     def _label(self, event: Event) -> float:
+        if self.loss == "mse":
+            return float(event.value)
         if event.event_type is EventType.rating:
             return float(event.value >= self.settings.rating_positive_threshold)
         return float(event.value > 0)

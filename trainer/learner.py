@@ -22,6 +22,9 @@ class Learner(ABC):
 
     #: names of the blobs :meth:`state` returns (known before any state exists)
     blob_names: tuple[str, ...] = ()
+    #: the training loss, and what the served scores are: "logloss" (probabilities) or
+    #: "mse" (predicted values)
+    loss: str = "logloss"
 
     @abstractmethod
     def learn(self, events: list[Event]) -> LearnStats: ...
@@ -47,6 +50,9 @@ def make_learner(settings: Settings) -> Learner:
 
         return CELLearner(settings)
     if settings.model in ("saml", "dupn"):
+        if settings.objective != "click":
+            raise UnsupportedModel(f"CELREC_OBJECTIVE={settings.objective} is supported by "
+                                   "mf and deepfm only (saml and dupn predict clicks)")
         from trainer.deep_models import DUPNLearner, SAMLLearner
 
         return SAMLLearner(settings) if settings.model == "saml" else DUPNLearner(settings)

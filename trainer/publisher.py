@@ -120,7 +120,7 @@ class Publisher:
         arrays = learner.snapshot_arrays()
         meta = SnapshotMeta(
             version=version, created_at=time.time(),
-            model=getattr(learner, "model_kind", MODEL_KIND), loss="logloss",
+            model=getattr(learner, "model_kind", MODEL_KIND), loss=learner.loss,
             dim=getattr(learner, "dim", self.settings.embedding_dim),
             events_applied=progress.events_applied,
             offsets=progress.offsets, sides=learner.side_meta(), scenarios=learner.scenarios,

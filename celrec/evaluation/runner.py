@@ -279,12 +279,12 @@ def run_served(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict
     """``celrec``: the trainer's own learner with the trainer's defaults, scored through the
     served model (``celrec.evaluation.served``), a chunk of events at a time: what
     ``celrec run`` serves, without HTTP."""
-    if spec.protocol != "stream" or prep.task != "binary":
+    if spec.protocol != "stream":
         raise MethodUnavailable("celrec (the trainer's learner as served) runs on "
-                                "--protocol stream with binary labels")
+                                "--protocol stream")
     from celrec.evaluation.served import CelrecStream
 
-    stream = CelrecStream("binary", seed=spec.seed, device=spec.device)
+    stream = CelrecStream(prep.task, seed=spec.seed, device=spec.device)
     events = prep.test
     users = [str(u) for u in events.users.tolist()]
     items = [str(i) for i in events.items.tolist()]

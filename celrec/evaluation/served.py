@@ -31,7 +31,9 @@ class CelrecStream:
         if task not in ("binary", "rating"):
             raise ValueError(f"task must be binary or rating, got {task!r}")
         self.task = task
-        self.settings = Settings(_env_file=None, seed=seed, **overrides)  # type: ignore[call-arg]
+        self.settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, seed=seed, objective="rating" if task == "rating" else "click",
+            **overrides)
         self.learner = make_learner(self.settings)
         self.store = EmbeddedStateStore()
         keys = StateKeys(self.settings.state_prefix)
@@ -57,7 +59,7 @@ class CelrecStream:
         model = self.follower.model
         preds = np.full(len(users), np.nan)
         if model is None:
-            preds[:] = 0.5 if self.task == "binary" else np.nan
+            preds[:] = 0.5 if self.task == "binary" else 0.0  # no model yet: as the peers
         else:
             by_user: dict[str, list[int]] = {}
             for k, u in enumerate(users):

@@ -127,3 +127,23 @@ def test_served_scores_equal_the_learners():
     iid = [learner.ids["item"].lookup([i])[0] for i in items]
     direct = learner.model.predict(torch.tensor(uid), torch.tensor(iid)).numpy()
     assert served == pytest.approx(direct, abs=1e-5)
+
+
+def test_rating_objective_serves_predicted_values():
+    """CELREC_OBJECTIVE=rating: the learner fits the values (squared loss), the snapshot says
+    mse, and the served scores are ratings that beat the running mean on a biased stream."""
+    rng = np.random.default_rng(4)
+    users, items = 60, 40
+    ub, ib = rng.normal(0, 0.8, users), rng.normal(0, 0.8, items)
+    stream = CelrecStream("rating", seed=0)
+    errors, baseline = [], []
+    seen: list[float] = []
+    for _ in range(30):
+        u, i = rng.integers(0, users, 200), rng.integers(0, items, 200)
+        y = np.clip(np.round(3.5 + ub[u] + ib[i] + rng.normal(0, 0.5, 200)), 1, 5)
+        p = stream.process([f"u{k}" for k in u], [f"i{k}" for k in i], y, np.zeros(200))
+        errors.append(np.mean((p - y) ** 2))
+        baseline.append(np.mean((np.mean(seen) - y) ** 2) if seen else np.nan)
+        seen += y.tolist()
+    assert stream.follower.model.loss == "mse"
+    assert np.sqrt(np.mean(errors[-10:])) < 0.8 * np.sqrt(np.nanmean(baseline[-10:]))
