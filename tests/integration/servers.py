@@ -66,11 +66,12 @@ def served_stack(settings: Settings, event_log: EventLog, store: StateStore,
         metrics_server.close()
 
 
-def planted_events(rng: random.Random, n: int, groups: int = 3) -> list[dict]:
+def planted_events(rng: random.Random, n: int, groups: int = 3, users: int = 90,
+                   items: int = 60) -> list[dict]:
     """Users and items in planted groups: a click iff their groups match (learnable)."""
     events = []
     for k in range(n):
-        user, item = rng.randrange(90), rng.randrange(60)
+        user, item = rng.randrange(users), rng.randrange(items)
         events.append({"user_id": f"user-{user}", "item_id": f"item-{item}",
                        "value": int(user % groups == item % groups),
                        "scenario": "web" if k % 2 else "app"})

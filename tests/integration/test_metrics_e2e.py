@@ -15,7 +15,9 @@ from tests.integration.servers import planted_events
 from tests.stack import Stack, running_stack
 
 Samples = dict[tuple[str, frozenset], float]
-BATCHES, BATCH = 8, 150
+# Enough users, items and events for clusters to grow past split size (the trainer starts
+# with 16 clusters per side)
+BATCHES, BATCH, USERS, ITEMS = 20, 150, 400, 200
 
 
 def parse(text: str) -> Samples:
@@ -49,7 +51,9 @@ def stack(request, make_settings):
     real = request.param == "kafka+redis"
     settings = make_settings(kafka=real, redis=real, batch_max_events=128, batch_max_wait_ms=50,
                              publish_interval_ms=100, snapshot_interval_s=1.0,
-                             entity_state_capacity=2000, user_clusters=16, item_clusters=16,
+                             # a budget above the 16 clusters the trainer starts with, so
+                             # that splits happen
+                             entity_state_capacity=2000, user_clusters=32, item_clusters=32,
                              trainer_metrics_port=0)
     event_log, store = make_event_log(settings), make_state_store(settings)
     with running_stack(settings, event_log, store) as running:
@@ -72,7 +76,8 @@ def test_posting_events_moves_every_metric(stack, request):
     svc0, tr0 = service_metrics(stack), trainer_metrics(stack)
     rng = random.Random(1)
     for _ in range(BATCHES):
-        response = stack.client.post("/events", json=planted_events(rng, BATCH),
+        response = stack.client.post("/events", json=planted_events(rng, BATCH, users=USERS,
+                                                                    items=ITEMS),
                                      headers={"x-request-id": "e2e-posting"})
         assert response.status_code == 202
         assert response.headers["x-request-id"] == "e2e-posting"
