@@ -13,13 +13,7 @@ from cel.online import MFInteraction, OnlineCEL, OnlineCELConfig, pairwise_score
 K, N_USERS, N_ITEMS = 4, 400, 200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_stream(batches: int, batch: int = 256, seed: int = 0):

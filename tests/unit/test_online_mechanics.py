@@ -13,13 +13,7 @@ from cel.online import OnlineCEL, OnlineCELConfig
 from celrec.demo import DemoWorkload
 from celrec.evaluation.served import CelrecStream
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(**kw) -> OnlineCELConfig:
