@@ -83,6 +83,7 @@ class OnlineCELConfig:
     vote_ratio: float = 1.5
     vote_tolerance: float = 0.02  # mean history loss a vote may add and still be taken
     vote_window: int = 16  # latest ring-buffer entries of each partner that vote
+    vote_entities: int = 256  # voters per side and step, at most
     # The loss-minimising move (CEL's rule) after the votes; off by default: on the tuning
     # streams it undid what the votes found before the rows were trained
     # (bench/results/prequential_tuning.md).
@@ -652,8 +653,16 @@ class OnlineCEL:
         ents, slots = ents[ok], slots[ok]
         if ents.numel() == 0:
             return empty, empty
-        proposal = (self._vote(s, o, ents, slots) if cfg.votes
-                    else torch.full_like(ents, -1))
+        proposal = torch.full_like(ents, -1)
+        if cfg.votes:
+            # At most vote_entities voters a step (a random subset of a wider batch): the
+            # gathers stay bounded whatever the micro-batch, and every entity votes again
+            # the next time it is in a batch.
+            voters = torch.arange(ents.numel(), device=self.device)
+            if ents.numel() > cfg.vote_entities:
+                voters = torch.randperm(ents.numel(), device=self.device,
+                                        generator=self.gen)[: cfg.vote_entities]
+            proposal[voters] = self._vote(s, o, ents[voters], slots[voters])
         free = torch.rand(ents.shape, device=self.device, generator=self.gen) >= cfg.damping
         proposal[~free] = -1
         nvalid = s.hist_count[slots].clamp(max=r)

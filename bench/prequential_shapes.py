@@ -1,0 +1,67 @@
+"""Streams of other shapes, never used to choose a default: how the defaults carry over.
+
+    python bench/prequential_shapes.py
+
+- ``ml-skewed``: MovieLens-100K with "rating >= 3" as the positive (82% positives);
+- ``ml-sparse``: MovieLens-100K likes of every fifth user (19,008 events);
+- ``planted-b2``: ``DemoWorkload(users=5000, items=1500, groups=6, bias_std=1.5,
+  popularity_skew=0.5, seed=7)``, 30,000 events.
+
+Same protocol and peers as bench/prequential.py (peers learn per event). Writes
+bench/results/prequential_shapes.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from prequential import make_method, run_stream  # noqa: E402
+from streams import Stream, load_stream, load_workload  # noqa: E402
+
+METHODS = ("celrec", "counter", "river-fm", "vw-lrq", "popularity")
+SHOWN = ("auc", "logloss", "auc_first_sight", "recall_at_10")
+
+
+def shapes() -> dict[str, Stream]:
+    ml = load_stream("ml100k-ratings")
+    r = np.asarray(ml.values)
+    keep = [k for k, u in enumerate(ml.users) if int(u) % 5 == 0]
+    return {
+        "ml-skewed": Stream("ml-skewed", "binary", ml.users, ml.items,
+                            (r >= 3).astype(np.float32), ml.timestamps),
+        "ml-sparse": Stream("ml-sparse", "binary", [ml.users[k] for k in keep],
+                            [ml.items[k] for k in keep], (r[keep] >= 4).astype(np.float32),
+                            ml.timestamps[keep]),
+        "planted-b2": load_workload("planted-b2", 30_000, users=5000, items=1500, groups=6,
+                                    bias_std=1.5, popularity_skew=0.5, seed=7),
+    }
+
+
+def main() -> int:
+    lines = ["# Streams of other shapes (not used to choose any default)", "",
+             "`python bench/prequential_shapes.py`", ""]
+    for name, stream in shapes().items():
+        methods = {m: make_method(m, "binary") for m in METHODS}
+        results, _ = run_stream(stream, methods, progress=False)
+        lines += [f"## {name}: {len(stream)} events, positive rate "
+                  f"{float(np.mean(stream.values)):.3f}", "",
+                  "| method | " + " | ".join(SHOWN) + " |", "|---" * (len(SHOWN) + 1) + "|"]
+        for method, figures in results.items():
+            cells = [f"{figures[k]:.4f}" if isinstance(figures.get(k), float) else ""
+                     for k in SHOWN]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    text = "\n".join(lines)
+    (ROOT / "bench" / "results" / "prequential_shapes.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
