@@ -53,6 +53,8 @@ def main() -> int:
                   f"{float(np.mean(stream.values)):.3f}", "",
                   "| method | " + " | ".join(SHOWN) + " |", "|---" * (len(SHOWN) + 1) + "|"]
         for method, figures in results.items():
+            first = figures.get("auc_by_item_history", {}).get("0", {}).get("value")
+            figures = {**figures, "auc_first_sight": first}
             cells = [f"{figures[k]:.4f}" if isinstance(figures.get(k), float) else ""
                      for k in SHOWN]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
