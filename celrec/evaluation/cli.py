@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="saml: multi-scenario (CSV scenario column); dupn: sequences, stream "
                         "protocol; with these --methods picks the tables (full, cel)")
     p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--methods", default="full,hash,cel",
-                   help=f"comma-separated, from {','.join(ALL_METHODS)}")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated, from {','.join(ALL_METHODS)}; default: full,hash,cel, "
+                        "or with --protocol stream celrec (the trainer's learner as served)")
     p.add_argument("--clusters", type=int, default=50, help="cluster budget M_max per side")
     p.add_argument("--side", default="item", choices=SIDES)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -167,6 +168,9 @@ def spec_from_args(args: argparse.Namespace, methods: tuple[str, ...]) -> RunSpe
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.methods is None:
+        args.methods = "celrec" if args.protocol == "stream" and args.model in ("mf", "deepfm") \
+            else "full,hash,cel"
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:

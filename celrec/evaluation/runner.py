@@ -279,12 +279,13 @@ def run_served(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict
     """``celrec``: the trainer's own learner with the trainer's defaults, scored through the
     served model (``celrec.evaluation.served``), a chunk of events at a time: what
     ``celrec run`` serves, without HTTP."""
-    if spec.protocol != "stream":
+    if spec.protocol != "stream" or spec.model not in ("mf", "deepfm"):
         raise MethodUnavailable("celrec (the trainer's learner as served) runs on "
-                                "--protocol stream")
+                                "--protocol stream with --model mf or deepfm")
     from celrec.evaluation.served import CelrecStream
 
-    stream = CelrecStream(prep.task, seed=spec.seed, device=spec.device)
+    # The trainer's settings and defaults (CELREC_EMBEDDING_DIM etc.), not --dim/--clusters.
+    stream = CelrecStream(prep.task, seed=spec.seed, device=spec.device, model=spec.model)
     events = prep.test
     users = [str(u) for u in events.users.tolist()]
     items = [str(i) for i in events.items.tolist()]
