@@ -27,7 +27,7 @@ from cel.metrics import auc
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
 from cel.tables import ClusteredEmbedding
-from celrec.evaluation.runner import _result
+from celrec.evaluation.runner import _result, earlier_counts
 
 MS_METHODS = ("saml", "shared", "separate")
 
@@ -201,7 +201,8 @@ def build_saml(task: MSTask, spec: MSSpec) -> _SAMLFit:
                      scenario_rows=(spec.table == "cel" if spec.scenario_rows is None
                                     else spec.scenario_rows))
     model = SAML(cfg)
-    start = _logit(float(task.train.labels.mean()))
+    # The stream protocol has no training part: start from one half, as the stream learns.
+    start = _logit(float(task.train.labels.mean())) if len(task.train.labels) else 0.0
     with torch.no_grad():  # branches output deviations from the auxiliary logit
         model.aux_head.bias.fill_(start)
     return _SAMLFit(model, spec.saml_reassign_by)
@@ -370,7 +371,9 @@ def cli_report(args) -> dict:
         raise ValueError("--model saml needs binary labels (clicks)")
 
     def convert(x: Interactions) -> MSData:
-        scen = x.context[:, 0] if x.context is not None else torch.zeros_like(x.users)
+        # The stream protocol's empty training part carries a 1-d empty context.
+        has = x.context is not None and x.context.ndim == 2 and x.context.shape[1] > 0
+        scen = x.context[:, 0] if has else torch.zeros_like(x.users)
         return MSData(x.users, x.items, scen, x.labels)
 
     scenarios = prep.context_cardinalities[0] if prep.context_cardinalities else 1
@@ -393,10 +396,11 @@ def cli_report(args) -> dict:
             pred, data, events = predict_all(fitted, task.test), task.test, len(task.train)
             events *= spec.epochs
         seconds = time.perf_counter() - clock
-        train_users = task.train.users if len(task.train) else task.test.users[:0]
-        train_items = task.train.items if len(task.train) else task.test.items[:0]
-        u_counts = torch.bincount(train_users, minlength=prep.num_users)[data.users]
-        i_counts = torch.bincount(train_items, minlength=prep.num_items)[data.items]
+        if args.protocol == "stream":  # cold buckets: earlier events of the stream
+            u_counts, i_counts = earlier_counts(data.users), earlier_counts(data.items)
+        else:
+            u_counts = torch.bincount(task.train.users, minlength=prep.num_users)[data.users]
+            i_counts = torch.bincount(task.train.items, minlength=prep.num_items)[data.items]
         full = full_bytes(prep.num_users, prep.num_items, spec.dim, "both")
         result = _result(table, pred, Interactions(data.users, data.items, data.labels),
                          "binary", u_counts, i_counts, fitted.module.memory_bytes(), full,

@@ -304,8 +304,8 @@ def run_served(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict
                 curve.append(value)
             if progress:
                 progress("celrec", end, n)
-    earlier_u = _earlier_counts(events.users.cpu())
-    earlier_i = _earlier_counts(events.items.cpu())
+    earlier_u = earlier_counts(events.users.cpu())
+    earlier_i = earlier_counts(events.items.cpu())
     width = stream.settings.embedding_dim + 1
     return _result("celrec", torch.cat(preds).float(), events, prep.task, earlier_u, earlier_i,
                    stream.learnt_table_bytes(),
@@ -313,7 +313,7 @@ def run_served(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict
                    curve, [], None)
 
 
-def _earlier_counts(ids: torch.Tensor) -> torch.Tensor:
+def earlier_counts(ids: torch.Tensor) -> torch.Tensor:
     """Per event, how many earlier events had the same id."""
     seen: dict[int, int] = {}
     out = []

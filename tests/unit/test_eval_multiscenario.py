@@ -80,8 +80,7 @@ def test_dupn_and_deepfm_stream_on_identical_batches(tmp_path: Path) -> None:
     assert dupn["purchase_auc"] is not None and deepfm["purchase_auc"] is None
 
 
-def test_cli_saml_reads_the_scenario_column(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def _scenario_csv(tmp_path: Path) -> Path:
     gen = torch.Generator().manual_seed(0)
     rows = ["user,item,value,scenario"]
     for _ in range(500):
@@ -90,6 +89,12 @@ def test_cli_saml_reads_the_scenario_column(tmp_path: Path,
         rows.append(f"u{u},i{i},{float((u + i) % 2 == (s == 'web'))},{s}")
     data = tmp_path / "s.csv"
     data.write_text("\n".join(rows) + "\n")
+    return data
+
+
+def test_cli_saml_reads_the_scenario_column(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data = _scenario_csv(tmp_path)
     code = main(["--data", str(data), "--format", "csv", "--model", "saml", "--dim", "4",
                  "--clusters", "4", "--epochs", "2", "--methods", "cel,full", "--json",
                  "--quiet"])
@@ -98,6 +103,19 @@ def test_cli_saml_reads_the_scenario_column(tmp_path: Path,
     assert report["model"] == "saml" and [r["method"] for r in report["results"]] == [
         "cel", "full"]
     assert set(report["results"][0]["scenarios"]) == {"all", "0", "1"}
+
+
+def test_cli_saml_streams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--protocol stream (no training part: it crashed on the empty scenario column and
+    started from a NaN logit); cold buckets count earlier events of the stream."""
+    code = main(["--data", str(_scenario_csv(tmp_path)), "--format", "csv", "--model", "saml",
+                 "--dim", "4", "--clusters", "4", "--protocol", "stream", "--methods", "cel,full",
+                 "--json", "--quiet", "--device", "cpu"])
+    assert code == 0
+    for result in json.loads(capsys.readouterr().out)["results"]:
+        assert 0 < result["logloss"] < 5 and 0 <= result["auc"] <= 1
+        buckets = result["buckets"]["item"]
+        assert buckets["0"]["n"] == 30 and sum(b["n"] for b in buckets.values()) == 500
 
 
 def test_cli_dupn_needs_the_stream_protocol(tmp_path: Path,
