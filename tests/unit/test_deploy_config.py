@@ -1,18 +1,14 @@
-"""Deployment files checked without a Docker engine: the compose file validates with the
-compose CLI, Prometheus' config with promtool, and the Grafana dashboard queries only
-metrics the code exports. A missing tool fails the test (``make system-deps`` installs it)."""
+"""Deployment files read as data, no external tool: the compose stack, the Dockerfile, the
+Prometheus scrape targets, and Grafana dashboard queries only metrics the code exports.
+(``tests/integration/test_deploy_tools.py`` runs the compose CLI and promtool on them.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from celrec.backends.embedded import EmbeddedEventLog, EmbeddedStateStore
@@ -24,39 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "celrec.json"
-INSTALL_HINT = "run `make system-deps` (scripts/install-system-deps.sh)"
 SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created", "_gcount", "_gsum")
-
-
-def compose_command() -> list[str]:
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 check=False).returncode == 0:
-        return [docker, "compose"]
-    legacy = shutil.which("docker-compose")
-    if legacy:
-        return [legacy]
-    pytest.fail(f"neither `docker compose` nor `docker-compose` is installed: {INSTALL_HINT}",
-                pytrace=False)
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"`{name}` is not installed: {INSTALL_HINT}", pytrace=False)
-    return path
 
 
 def compose_file() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
-
-
-@pytest.mark.parametrize("profile", ["cpu", "gpu"])
-def test_compose_file_validates_with_the_compose_cli(profile):
-    env = {**os.environ, "COMPOSE_PROFILES": profile}
-    result = subprocess.run([*compose_command(), "-f", str(COMPOSE), "config", "-q"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
 
 
 def test_compose_stack_is_complete_healthy_and_secret_free():
@@ -90,10 +58,7 @@ def test_dockerfile_is_multi_stage_non_root_slim_with_a_cuda_switch():
     assert users and users[-1] not in ("root", "0")
 
 
-def test_prometheus_config_passes_promtool():
-    result = subprocess.run([tool("promtool"), "check", "config", str(DEPLOY / "prometheus.yml")],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_prometheus_scrapes_the_service_and_the_trainer():
     jobs = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
     targets = {t for job in jobs for c in job["static_configs"] for t in c["targets"]}
     assert targets == {"service:8000", "trainer:9108"}
