@@ -23,6 +23,7 @@ COPY schemas ./schemas
 COPY trainer ./trainer
 COPY service ./service
 COPY cel ./cel
+COPY cli ./cli
 RUN pip install .
 
 FROM ${BASE_IMAGE} AS runtime
@@ -35,6 +36,7 @@ COPY --chown=root:root schemas /app/schemas
 COPY --chown=root:root trainer /app/trainer
 COPY --chown=root:root service /app/service
 COPY --chown=root:root cel /app/cel
+COPY --chown=root:root cli /app/cli
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     CELREC_HOST=0.0.0.0 CELREC_TRAINER_METRICS_HOST=0.0.0.0
 USER celrec

@@ -32,8 +32,7 @@ system-deps:
 run: install-run
 	$(BIN)/celrec run --demo
 
-test: install system-deps
-	$(BIN)/python -m ruff check .
+test: install system-deps lint
 	$(BIN)/python -m pytest
 
 test-unit: install
@@ -44,6 +43,7 @@ test-integration: install system-deps
 
 lint: install
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cel.offline import TrainConfig  # noqa: E402
-from celrec.evaluation.protocols import prepare  # noqa: E402
-from celrec.evaluation.runner import RunSpec, evaluate  # noqa: E402
+from cli.evaluation.protocols import prepare  # noqa: E402
+from cli.evaluation.runner import RunSpec, evaluate  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "movielens-100k" / "ml-100k"
 # name -> (method, personalisation epochs)

@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy_ml100k import DEFAULT_DATA  # noqa: E402
 
-from celrec.evaluation.cli import build_parser, spec_from_args  # noqa: E402
-from celrec.evaluation.protocols import prepare  # noqa: E402
-from celrec.evaluation.runner import evaluate  # noqa: E402
+from cli.evaluation.cli import build_parser, spec_from_args  # noqa: E402
+from cli.evaluation.protocols import prepare  # noqa: E402
+from cli.evaluation.runner import evaluate  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
 

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy_ml100k import DEFAULT_DATA, carve_validation, cold_rmse  # noqa: E402
 
-from celrec.evaluation.cli import build_parser, spec_from_args  # noqa: E402
-from celrec.evaluation.protocols import Prepared, prepare  # noqa: E402
-from celrec.evaluation.runner import evaluate  # noqa: E402
+from cli.evaluation.cli import build_parser, spec_from_args  # noqa: E402
+from cli.evaluation.protocols import Prepared, prepare  # noqa: E402
+from cli.evaluation.runner import evaluate  # noqa: E402
 
 LOG = ROOT / "bench" / "results" / "accuracy_validation_cuts.log"
 

@@ -48,10 +48,10 @@ from serving_latency import (  # noqa: E402
 )
 
 from celrec.backends import make_state_store  # noqa: E402
-from celrec.localservers import LocalRedis  # noqa: E402
 from celrec.settings import Settings  # noqa: E402
 from schemas.api import TrainerProgress  # noqa: E402
 from schemas.events import Event  # noqa: E402
+from tests.localservers import LocalRedis  # noqa: E402
 from trainer.learner import make_learner  # noqa: E402
 from trainer.publisher import Publisher  # noqa: E402
 

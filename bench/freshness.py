@@ -46,7 +46,7 @@ from serving_latency import (  # noqa: E402
     write_results,
 )
 
-from celrec.localservers import LocalKafka, LocalRedis  # noqa: E402
+from tests.localservers import LocalKafka, LocalRedis  # noqa: E402
 
 _BUCKET = re.compile(r'^celrec_freshness_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$')
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/load_test.py [--duration 60] [--event-rate 1000] [--batch 10] \
         [--score-rate 200] [--out bench/results/load_test]
 
-Starts its own Kafka 0.9 + Redis (celrec.localservers), ``celrec train`` and ``celrec serve``
+Starts its own Kafka 0.9 + Redis (tests.localservers), ``celrec train`` and ``celrec serve``
 as separate processes, then runs two open-loop generators (bench/loadgen.py) side by side:
 POST /events with ``--batch`` events per request at ``--event-rate`` events/s, and GET
 /scores (10 candidates) at ``--score-rate`` requests/s. Reports errors and latency per
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from celrec.backends import make_event_log, make_state_store  # noqa: E402
-from celrec.localservers import LocalKafka, LocalRedis, free_port  # noqa: E402
 from celrec.settings import Settings  # noqa: E402
+from tests.localservers import LocalKafka, LocalRedis, free_port  # noqa: E402
 from trainer.stream import progress_of  # noqa: E402
 
 USERS, ITEMS = 2000, 500
@@ -111,7 +111,7 @@ def main() -> None:
         settings = Settings(**{k.lower(): v for k, v in env_values.items()})
         for command in ("train", "serve"):
             log = (tmp / f"{command}.log").open("wb")
-            procs.append(subprocess.Popen([sys.executable, "-m", "celrec.cli", command],
+            procs.append(subprocess.Popen([sys.executable, "-m", "cli.main", command],
                                           cwd=ROOT, env=env, stdout=log, stderr=log))
         trainer, service = procs
         base = f"http://127.0.0.1:{port}"

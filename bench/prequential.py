@@ -4,7 +4,7 @@ Protocol (/work/shared/docs/evaluation.md). A stream (bench/streams.py) is cut i
 events in stream order. For each chunk, first the recall@10 queries that fall in it are put to every
 recommending method, then every method ``process``-es the chunk: it returns a prediction for each
 event of the chunk, each made before the method learnt that event, and has learnt the whole chunk
-when it returns. celrec (``celrec.evaluation.served.CelrecStream``) scores the whole chunk, then
+when it returns. celrec (``cli.evaluation.served.CelrecStream``) scores the whole chunk, then
 learns it. Peers (bench/peers.py) learn one event at a time, in order; ``--peer-updates`` says when
 the scoring peers score: ``event`` (default) scores each event just before learning it (one event
 fresher than celrec), ``chunk`` scores the whole chunk with the state from before it, then learns
@@ -113,7 +113,7 @@ def make_method(name: str, task: str, seed: int = 0, peer_updates: str = "event"
     then learns it."""
     if name == "celrec":
         try:
-            from celrec.evaluation.served import CelrecStream
+            from cli.evaluation.served import CelrecStream
         except ImportError as exc:
             raise MethodUnavailable(
                 f"celrec: not available ({exc.__class__.__name__}: {exc})") from exc

@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_latency import environment, terminate_cleanly, write_results  # noqa: E402
 
 from celrec.backends import make_state_store  # noqa: E402
-from celrec.localservers import LocalRedis  # noqa: E402
 from celrec.settings import Settings  # noqa: E402
 from schemas.api import TrainerProgress  # noqa: E402
 from schemas.events import Event  # noqa: E402
 from schemas.state import StateKeys  # noqa: E402
+from tests.localservers import LocalRedis  # noqa: E402
 from trainer.cel_learner import CELLearner  # noqa: E402
 from trainer.publisher import Publisher  # noqa: E402
 

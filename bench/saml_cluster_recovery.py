@@ -24,7 +24,7 @@ import torch
 
 from cel.metrics import adjusted_rand_index
 from cel.synthetic_scenarios import make_scenario_data
-from celrec.evaluation.multiscenario import (
+from cli.evaluation.multiscenario import (
     MSData,
     MSSpec,
     MSTask,

@@ -15,7 +15,7 @@ import torch
 from cel.metrics import auc
 from cel.saml import SAML
 from cel.synthetic_scenarios import make_scenario_data
-from celrec.evaluation.multiscenario import (
+from cli.evaluation.multiscenario import (
     MSData,
     MSSpec,
     MSTask,

@@ -39,8 +39,8 @@ import torch
 
 from cel.metrics import auc
 from cel.synthetic_scenarios import make_scenario_data
-from celrec.evaluation.multiscenario import MSData, MSSpec, MSTask, run_method
-from celrec.evaluation.sequences import SeqSpec, load_events, run_stream
+from cli.evaluation.multiscenario import MSData, MSSpec, MSTask, run_method
+from cli.evaluation.sequences import SeqSpec, load_events, run_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
 
 from celrec.backends import make_state_store  # noqa: E402
-from celrec.localservers import LocalRedis, free_port  # noqa: E402
 from celrec.settings import Settings  # noqa: E402
 from schemas.api import TrainerProgress  # noqa: E402
 from schemas.events import Event  # noqa: E402
+from tests.localservers import LocalRedis, free_port  # noqa: E402
 from trainer.cel_learner import CELLearner  # noqa: E402
 from trainer.publisher import Publisher  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""A set of interactions as tensors of dense ids (no I/O: loaders live in celrec.evaluation)."""
+"""A set of interactions as tensors of dense ids (no I/O: loaders live in cli.evaluation)."""
 
 from __future__ import annotations
 

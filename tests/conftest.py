@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from celrec.localservers import LocalKafka, LocalRedis
 from celrec.settings import Settings
+from tests.localservers import LocalKafka, LocalRedis
 
 S = TypeVar("S", LocalKafka, LocalRedis)
 

@@ -22,8 +22,8 @@ from celrec.backends import (
     StateStoreUnavailable,
 )
 from celrec.backends.embedded import EmbeddedEventLog, EmbeddedStateStore
-from celrec.localservers import free_port
 from celrec.settings import Settings
+from tests.localservers import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

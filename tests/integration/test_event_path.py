@@ -76,8 +76,8 @@ def test_garbage_on_the_topic_is_dead_lettered_and_the_trainer_keeps_going(stack
 
 @pytest.mark.integration
 def test_unreachable_kafka_answers_503_with_retry_after(make_settings):
-    from celrec.localservers import free_port
     from service.app import build_state, create_app
+    from tests.localservers import free_port
     from tests.stack import TestClient
 
     settings = make_settings(event_log="kafka", kafka_api_version="0.9", produce_timeout_s=2,

@@ -66,7 +66,7 @@ def trainer_env(settings: Settings, log_path: Path) -> dict[str, str]:
 
 def start_trainer(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     out = log_path.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "celrec.cli", "train"], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "train"], cwd=ROOT,
                             env=trainer_env(settings, log_path), stdout=out,
                             stderr=subprocess.STDOUT)
 
@@ -303,7 +303,7 @@ def test_replay_of_the_topic_rebuilds_the_model_and_the_trainer_continues(make_s
     import argparse
     import json
 
-    from celrec.replay import replay
+    from cli.replay import replay
     from trainer.main import build_trainer
 
     settings = make_settings(kafka=True, redis=True, batch_max_events=64, batch_max_wait_ms=50,

@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from cel.serving import ServingModel
 from celrec.backends.embedded import EmbeddedEventLog
 from celrec.backends.redis import RedisStateStore
-from celrec.localservers import LocalRedis
 from schemas.state import StateKeys
 from service.app import build_state, create_app
 from service.follower import ModelFollower
 from service.state import ServiceMetrics
+from tests.localservers import LocalRedis
 from tests.modelpub import ModelWriter
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cel.interactions import Interactions
-from celrec.evaluation.protocols import Prepared
+from cli.evaluation.protocols import Prepared
 
 
 def random_prepared(seed: int = 0, train: int = 400, test: int = 100) -> Prepared:

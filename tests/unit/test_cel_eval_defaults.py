@@ -6,8 +6,8 @@ import dataclasses
 
 from cel.offline import TrainConfig
 from cel.online import OnlineCELConfig
-from celrec.evaluation.cli import build_parser
-from celrec.evaluation.runner import ONLINE_RATING, RunSpec, evaluate
+from cli.evaluation.cli import build_parser
+from cli.evaluation.runner import ONLINE_RATING, RunSpec, evaluate
 from tests.unit.random_ratings import random_prepared
 
 

@@ -108,8 +108,8 @@ def test_ridge_pass_solves_the_user_rows_exactly() -> None:
 
 
 def test_cli_default_gives_cel_five_extra_rows_and_they_reach_the_table() -> None:
-    from celrec.evaluation.cli import build_parser, spec_from_args
-    from celrec.evaluation.runner import evaluate
+    from cli.evaluation.cli import build_parser, spec_from_args
+    from cli.evaluation.runner import evaluate
     from tests.unit.random_ratings import random_prepared
 
     args = build_parser().parse_args(["--epochs", "1", "--dim", "4", "--clusters", "3",
@@ -126,7 +126,7 @@ def test_cli_default_gives_cel_five_extra_rows_and_they_reach_the_table() -> Non
 
 
 def test_the_stream_protocol_chooses_extra_rows_at_its_reassignments() -> None:
-    from celrec.evaluation.runner import stream_cluster_step
+    from cli.evaluation.runner import stream_cluster_step
 
     rec = _rec(extra_rows=2)
     gen = torch.Generator().manual_seed(3)

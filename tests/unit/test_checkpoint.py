@@ -169,7 +169,7 @@ def test_replay_of_a_file_builds_a_checkpoint_the_trainer_resumes(tmp_path, caps
     import argparse
     import json
 
-    from celrec.replay import replay
+    from cli.replay import replay
 
     lines = [json.dumps({"event_id": f"f{k}", "user_id": f"u{k % 5}", "item_id": f"i{k % 3}",
                          "value": k % 2}) for k in range(60)]

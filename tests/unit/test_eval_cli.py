@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from celrec.cli import main as celrec_main
-from celrec.evaluation.cli import main
+from cli.evaluation.cli import main
+from cli.main import main as celrec_main
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

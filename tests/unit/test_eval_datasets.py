@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from celrec.evaluation.datasets import DatasetError, load
-from celrec.evaluation.protocols import prepare
+from cli.evaluation.datasets import DatasetError, load
+from cli.evaluation.protocols import prepare
 
 
 def test_movielens_tab_and_double_colon(tmp_path: Path) -> None:

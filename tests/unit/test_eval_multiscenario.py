@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from cel.synthetic_scenarios import make_scenario_data
-from celrec.evaluation.cli import main
-from celrec.evaluation.multiscenario import MSData, MSSpec, MSTask, run_method
-from celrec.evaluation.sequences import EventLog, SeqSpec, build_histories, run_stream
+from cli.evaluation.cli import main
+from cli.evaluation.multiscenario import MSData, MSSpec, MSTask, run_method
+from cli.evaluation.sequences import EventLog, SeqSpec, build_histories, run_stream
 
 
 def test_generator_is_seeded_and_starves_the_last_scenario() -> None:
@@ -69,7 +69,7 @@ def _behaviour_csv(path: Path) -> Path:
 
 
 def test_dupn_and_deepfm_stream_on_identical_batches(tmp_path: Path) -> None:
-    from celrec.evaluation.sequences import load_events
+    from cli.evaluation.sequences import load_events
 
     log = load_events(_behaviour_csv(tmp_path / "e.csv"), "csv")
     spec = SeqSpec(dim=4, clusters=4, max_len=5, batch_events=64, hidden=8, reassign_every=3,
@@ -140,7 +140,7 @@ def test_cli_dupn_needs_the_stream_protocol(tmp_path: Path,
 
 
 def test_stream_warm_up_learns_without_scoring(tmp_path: Path) -> None:
-    from celrec.evaluation.sequences import load_events
+    from cli.evaluation.sequences import load_events
 
     log = load_events(_behaviour_csv(tmp_path / "e.csv"), "csv")
     base = dict(dim=4, clusters=4, max_len=5, batch_events=64, hidden=8, reassign_every=0)
@@ -152,7 +152,7 @@ def test_stream_warm_up_learns_without_scoring(tmp_path: Path) -> None:
 
 
 def test_user_parts_are_disjoint_whole_sequences_in_replay_order(tmp_path: Path) -> None:
-    from celrec.evaluation.sequences import load_events, user_part
+    from cli.evaluation.sequences import load_events, user_part
 
     log = load_events(_behaviour_csv(tmp_path / "e.csv"), "csv")
     parts = [user_part(log, 3, k, seed=0) for k in range(3)]

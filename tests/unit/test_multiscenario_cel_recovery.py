@@ -13,7 +13,7 @@ import torch
 from cel.metrics import adjusted_rand_index
 from cel.saml import SAML, SAMLConfig
 from cel.synthetic_scenarios import make_scenario_data
-from celrec.evaluation.multiscenario import MSData, MSSpec, MSTask, build_deepfm, build_saml, fit
+from cli.evaluation.multiscenario import MSData, MSSpec, MSTask, build_deepfm, build_saml, fit
 
 
 def _data():

@@ -11,7 +11,7 @@ import torch
 
 from cel.online import OnlineCEL, OnlineCELConfig
 from celrec.demo import DemoWorkload
-from celrec.evaluation.served import CelrecStream
+from cli.evaluation.served import CelrecStream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -321,7 +321,7 @@ def test_river_and_vw_peers_smoke():
 def test_missing_packages_are_reported(monkeypatch):
     for module, method, word in (("river", "river-fm", "river"),
                                  ("vowpalwabbit", "vw-lrq", "vowpalwabbit"),
-                                 ("celrec.evaluation.served", "celrec", "celrec: not available")):
+                                 ("cli.evaluation.served", "celrec", "celrec: not available")):
         monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
         with pytest.raises(pq.MethodUnavailable, match=word):
             pq.make_method(method, "binary")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from celrec.evaluation.sequences import (
+from cli.evaluation.sequences import (
     EventLog,
     SeqSpec,
     _DeepFMRun,

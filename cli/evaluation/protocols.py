@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from cel.interactions import Interactions
-from celrec.evaluation.datasets import (
+from cli.evaluation.datasets import (
     RawData,
     Vocabulary,
     encode,

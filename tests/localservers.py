@@ -6,7 +6,7 @@ rejects. Redis is the system ``redis-server``. Every server runs in its own proc
 dies with this process (PR_SET_PDEATHSIG where available, plus atexit) and keeps its data
 in a temp dir that ``close()`` removes. ``restart()`` keeps the port and the data.
 
-``python -m celrec.localservers`` starts both and prints their settings until Ctrl-C.
+``python -m tests.localservers`` starts both and prints their settings until Ctrl-C.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from cel.metrics import bucketed, summarise
 from cel.offline import OfflineCEL, TrainConfig, train_step
 from cel.recommender import Recommender
 from cel.tables import resolve_device
-from celrec.evaluation.protocols import Prepared
+from cli.evaluation.protocols import Prepared
 
 ALL_METHODS = ("full", "hash", "dhash", "cel", "cel-online", "celrec")
 SERVED_CHUNK = 200  # events scored, then learnt, at a time: the API protocol's chunk
@@ -277,12 +277,12 @@ def run_online(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict
 
 def run_served(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
     """``celrec``: the trainer's own learner with the trainer's defaults, scored through the
-    served model (``celrec.evaluation.served``), a chunk of events at a time: what
+    served model (``cli.evaluation.served``), a chunk of events at a time: what
     ``celrec run`` serves, without HTTP."""
     if spec.protocol != "stream" or spec.model not in ("mf", "deepfm"):
         raise MethodUnavailable("celrec (the trainer's learner as served) runs on "
                                 "--protocol stream with --model mf or deepfm")
-    from celrec.evaluation.served import CelrecStream
+    from cli.evaluation.served import CelrecStream
 
     # The trainer's settings and defaults (CELREC_EMBEDDING_DIM etc.), not --dim/--clusters.
     stream = CelrecStream(prep.task, seed=spec.seed, device=spec.device, model=spec.model)

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="learn a fresh model from the events topic "
                             "(from the start or --since) or a file")
-    from celrec.replay import add_arguments as add_replay_arguments
+    from cli.replay import add_arguments as add_replay_arguments
 
     add_replay_arguments(replay)
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["eval"]:
-        from celrec.evaluation.cli import main as eval_main
+        from cli.evaluation.cli import main as eval_main
 
         return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
-        from celrec.allinone import run_all_in_one
+        from cli.allinone import run_all_in_one
 
         return run_all_in_one(settings, demo=args.demo)
     if args.command == "serve":
@@ -91,7 +91,7 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
 
         return train(settings, max_seconds=args.max_seconds)
     if args.command == "replay":
-        from celrec.replay import replay
+        from cli.replay import replay
 
         return replay(settings, args)
     raise AssertionError(args.command)

@@ -27,7 +27,7 @@ from cel.metrics import auc
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
 from cel.tables import ClusteredEmbedding
-from celrec.evaluation.runner import _result, earlier_counts
+from cli.evaluation.runner import _result, earlier_counts
 
 MS_METHODS = ("saml", "shared", "separate")
 
@@ -363,7 +363,7 @@ def stream(fitted: _Fitted, data: MSData, spec: MSSpec) -> torch.Tensor:
 
 def cli_report(args) -> dict:
     """``celrec eval --model saml``: the scenario is the CSV's ``scenario`` column (else one)."""
-    from celrec.evaluation.protocols import prepare
+    from cli.evaluation.protocols import prepare
 
     prep = prepare(args.data, args.format, args.protocol, args.seed, args.train, args.test,
                    args.negatives)

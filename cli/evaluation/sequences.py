@@ -24,7 +24,7 @@ from cel.dupn import DUPN, DUPNConfig, Sequence, gap_buckets
 from cel.grad_split import GradientSplitter, reassign_by_loss
 from cel.interactions import Interactions
 from cel.metrics import auc, bucketed, logloss
-from celrec.evaluation.datasets import DatasetError
+from cli.evaluation.datasets import DatasetError
 
 SEQUENCE_FORMATS = ("userbehavior", "sasrec", "csv")
 BEHAVIOURS = {"pv": 0, "view": 0, "click": 0, "impression": 0, "rating": 0, "fav": 1,

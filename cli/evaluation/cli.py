@@ -10,9 +10,9 @@ import time
 from cel.build import SIDES
 from cel.models import MODELS
 from cel.offline import TrainConfig
-from celrec.evaluation.datasets import FORMATS, DatasetError
-from celrec.evaluation.protocols import PROTOCOLS, prepare
-from celrec.evaluation.runner import ALL_METHODS, MethodUnavailable, RunSpec, evaluate
+from cli.evaluation.datasets import FORMATS, DatasetError
+from cli.evaluation.protocols import PROTOCOLS, prepare
+from cli.evaluation.runner import ALL_METHODS, MethodUnavailable, RunSpec, evaluate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,7 +198,7 @@ def main(argv: list[str]) -> int:
               "clusters": args.clusters, "dim": args.dim, "results": results}
     if args.plot:
         try:
-            from celrec.evaluation.plot import write_plot
+            from cli.evaluation.plot import write_plot
 
             write_plot(report, args.plot)
         except ImportError:
@@ -218,9 +218,9 @@ def main(argv: list[str]) -> int:
 def _sequence_or_scenario_model(args: argparse.Namespace) -> int:
     """``--model saml`` / ``--model dupn``: their own runners, the same report shape."""
     if args.model == "saml":
-        from celrec.evaluation.multiscenario import cli_report
+        from cli.evaluation.multiscenario import cli_report
     else:
-        from celrec.evaluation.sequences import cli_report
+        from cli.evaluation.sequences import cli_report
     try:
         report = cli_report(args)
     except (DatasetError, ValueError) as exc:
