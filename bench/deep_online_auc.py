@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from cel.metrics import auc  # noqa: E402
 from celrec.settings import Settings  # noqa: E402
 from schemas.events import Event  # noqa: E402
-from trainer.learner import make_learner  # noqa: E402
+from trainer.learners import make_learner  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

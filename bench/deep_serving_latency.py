@@ -52,7 +52,7 @@ from celrec.settings import Settings  # noqa: E402
 from schemas.api import TrainerProgress  # noqa: E402
 from schemas.events import Event  # noqa: E402
 from tests.localservers import LocalRedis  # noqa: E402
-from trainer.learner import make_learner  # noqa: E402
+from trainer.learners import make_learner  # noqa: E402
 from trainer.publisher import Publisher  # noqa: E402
 
 BEHAVIOURS = ("click", "click", "add_to_cart", "purchase")

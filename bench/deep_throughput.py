@@ -3,7 +3,7 @@
     python bench/deep_throughput.py [--models saml,dupn] [--batches 256,1024]
         [--users 500] [--items 5000] [--steps 20] [--warm-clusters 128] [--threads 1]
 
-Each run: a fresh learner from ``trainer.learner.make_learner`` (the trainer's settings;
+Each run: a fresh learner from ``trainer.learners.make_learner`` (the trainer's settings;
 ``--sequence-length``, ``--clusters`` and the ``CELREC_*`` defaults otherwise), fed
 pre-built ``Event`` batches (clicks, purchases and carts over ``--scenarios`` scenarios,
 half of them with a price level, 30% negatives). Warm-up batches (untimed, splitting at
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from celrec.settings import Settings  # noqa: E402
 from schemas.events import Event  # noqa: E402
-from trainer.learner import make_learner  # noqa: E402
+from trainer.learners import make_learner  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BEHAVIOURS = ("click", "click", "click", "add_to_cart", "purchase")

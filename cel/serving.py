@@ -23,7 +23,7 @@ import numpy as np
 from cel.idmap import IdMap
 from schemas.snapshot import SIDES, DeltaHeader, SideMeta, SnapshotMeta
 
-DEEP_MODEL_KINDS = ("saml", "dupn")  # served by cel.deep_serving_model (torch)
+DEEP_MODEL_KINDS = ("saml", "dupn")  # served by cel.deep_serving_model (cel.serving_load)
 _ID_OVERHEAD_BYTES = 120  # rough per-id cost of a Python str + dict entry + list slot
 # Weight of the model's logit against log(1 + positives) when ranking recommendations:
 # chosen on the first halves of the tuning streams (bench/results/prequential_tuning.md).
@@ -387,15 +387,6 @@ class ServingModel:
                                           len(self.scenarios))
         self._members = _Members(self._item.assign[: self._item.n], self._item.rows)
         self._invalidate_caches()
-
-    @classmethod
-    def from_snapshot(cls, meta: SnapshotMeta, arrays: Mapping[str, np.ndarray]) -> ServingModel:
-        """The serving model of the snapshot's kind (saml/dupn run their network)."""
-        if meta.model in DEEP_MODEL_KINDS:
-            from cel.deep_serving_model import DeepServingModel  # torch only when needed
-
-            return DeepServingModel(meta, arrays)
-        return cls(meta, arrays)
 
     # ----------------------------------------------------------------- model hooks
 

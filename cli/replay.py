@@ -34,7 +34,8 @@ from trainer.checkpoint import (
     store_values,
 )
 from trainer.dedup import DedupWindow
-from trainer.learner import Learner, make_learner
+from trainer.learner import Learner
+from trainer.learners import make_learner
 
 IDLE_END_S = 5.0  # a topic replay ends when the end offsets are reached or nothing arrives
 

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from cel.serving import ModelDataError, ServingModel
+from cel.serving_load import serving_model
 from celrec.backends import BackendUnavailable, StateStore, Subscription
 from schemas.snapshot import DeltaHeader, SnapshotMeta, decode_bundle
 from schemas.state import ArrayFormatError, StateKeys, decode_array
 
 if TYPE_CHECKING:
-    from service.state import ServiceMetrics
+    from service.registry import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ class ModelFollower:
         if any(b is None for b in blobs):
             return None
         arrays = {n: decode_array(b) for n, b in zip(names, blobs, strict=True) if b}
-        return ServingModel.from_snapshot(meta, arrays)
+        return serving_model(meta, arrays)
 
     def _follow(self, model: ServingModel, observe: bool,
                 accepted: list[float] | None = None) -> int:

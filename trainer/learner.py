@@ -5,7 +5,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from celrec.settings import Settings, SettingsError
 from schemas.events import Event
 
 
@@ -15,6 +14,19 @@ class LearnStats:
     loss: float | None = None
     skipped: bool = False  # the model refused the batch (non-finite loss or gradients)
     extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BatchReport:
+    """What one micro-batch of the stream trainer did (for its metrics)."""
+
+    records: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0  # events of a batch the model refused as non-finite
+    seconds: float = 0.0
+    checkpointed: bool = False
 
 
 class Learner(ABC):
@@ -36,26 +48,3 @@ class Learner(ABC):
     @abstractmethod
     def restore(self, blobs: dict[str, bytes]) -> None:
         """Load what :meth:`state` produced (blobs may be missing on a first start)."""
-
-
-class UnsupportedModel(SettingsError):
-    """CELREC_MODEL names a model the streaming trainer does not learn."""
-
-
-def make_learner(settings: Settings) -> Learner:
-    """The learner ``CELREC_MODEL`` asks for: online CEL with MF or DeepFM, SAML or DUPN;
-    any other value is refused rather than silently training another model."""
-    if settings.model in ("mf", "deepfm"):
-        from trainer.cel_learner import CELLearner
-
-        return CELLearner(settings)
-    if settings.model in ("saml", "dupn"):
-        if settings.objective != "click":
-            raise UnsupportedModel(f"CELREC_OBJECTIVE={settings.objective} is supported by "
-                                   "mf and deepfm only (saml and dupn predict clicks)")
-        from trainer.deep_models import DUPNLearner, SAMLLearner
-
-        return SAMLLearner(settings) if settings.model == "saml" else DUPNLearner(settings)
-    raise UnsupportedModel(
-        f"CELREC_MODEL={settings.model} is not supported by the streaming trainer "
-        "(supported: mf, deepfm, saml, dupn)")

@@ -10,7 +10,7 @@ from celrec.backends import EventLog, StateStore, make_event_log, make_state_sto
 from celrec.logs import configure_logging
 from celrec.metrics import MetricsServer
 from celrec.settings import Settings
-from trainer.learner import make_learner
+from trainer.learners import make_learner
 from trainer.metrics import TrainerMetrics
 from trainer.publisher import Publisher
 from trainer.stream import StreamTrainer

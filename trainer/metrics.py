@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -21,15 +21,27 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeHistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
-from celrec.backends import BackendUnavailable
+from celrec.backends import BackendUnavailable, StateStore
 from celrec.metrics import STATS_TTL_S, OnlineScore, TrainerStats, trainer_stats_key
 from celrec.settings import Settings
+from schemas.api import TrainerProgress
 from schemas.events import Event
-from trainer.learner import Learner, LearnStats
+from trainer.learner import BatchReport, Learner, LearnStats
 
 if TYPE_CHECKING:
     from trainer.publisher import Publisher
-    from trainer.stream import BatchReport, StreamTrainer
+
+
+class ObservedTrainer(Protocol):
+    """What the metrics read of the stream trainer (``trainer.stream.StreamTrainer``)."""
+
+    settings: Settings
+    store: StateStore
+    learner: Learner
+    publisher: Publisher | None
+    progress: TrainerProgress
+
+    def lag(self) -> dict[str, int]: ...
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +332,7 @@ class TrainerMetrics:
     def observe_checkpoint(self) -> None:
         self.checkpoints.inc()
 
-    def maybe_sample(self, trainer: StreamTrainer, now: float | None = None) -> None:
+    def maybe_sample(self, trainer: ObservedTrainer, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         if now - self._last_sample < SAMPLE_INTERVAL_S:
             return
@@ -336,7 +348,7 @@ class TrainerMetrics:
     def _snapshot_age(self) -> float:
         return float("nan") if self._published_at is None else time.time() - self._published_at
 
-    def _sample(self, trainer: StreamTrainer, now: float) -> None:
+    def _sample(self, trainer: ObservedTrainer, now: float) -> None:
         self._sample_model(trainer.learner)
         self._sample_rates(now)
         for name, score in self.evaluator.summary().items():
@@ -396,7 +408,7 @@ class TrainerMetrics:
             self.splits_per_minute.labels(side=side).set(self._rates["splits"][side])
             self.reassignments_per_minute.labels(side=side).set(self._rates["moves"][side])
 
-    def stats(self, trainer: StreamTrainer) -> TrainerStats:
+    def stats(self, trainer: ObservedTrainer) -> TrainerStats:
         """The summary the dashboard reads from the state store."""
         model: Any = getattr(trainer.learner, "model", None)
         batches = list(self._batches)

@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -45,7 +44,7 @@ from trainer.checkpoint import (
     store_values,
 )
 from trainer.dedup import DedupWindow
-from trainer.learner import Learner
+from trainer.learner import BatchReport, Learner
 from trainer.publisher import Publisher
 
 if TYPE_CHECKING:
@@ -64,17 +63,6 @@ def _tp_name(tp: TopicPartition) -> str:
 def _tp_parse(name: str) -> TopicPartition:
     topic, _, partition = name.rpartition(":")
     return topic, int(partition)
-
-
-@dataclass
-class BatchReport:
-    records: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-    skipped: int = 0  # events of a batch the model refused as non-finite
-    seconds: float = 0.0
-    checkpointed: bool = False
 
 
 class StreamTrainer:

@@ -1,6 +1,6 @@
 """The prequential protocol in-process, through what the product serves.
 
-:class:`CelrecStream` is the trainer's own learner (``trainer.learner.make_learner`` with the
+:class:`CelrecStream` is the trainer's own learner (``trainer.learners.make_learner`` with the
 trainer's settings and defaults) publishing through the trainer's ``Publisher`` into an
 embedded state store, and the service's ``ModelFollower`` reading it back: every score and
 recommendation comes from the same :class:`~cel.serving.ServingModel` that ``/scores`` and
@@ -18,7 +18,7 @@ from schemas.api import TrainerProgress
 from schemas.events import Event, EventType
 from schemas.state import StateKeys
 from service.follower import ModelFollower
-from trainer.learner import make_learner
+from trainer.learners import make_learner
 from trainer.publisher import Publisher
 
 

@@ -18,7 +18,7 @@ from celrec.backends.redis import RedisStateStore
 from schemas.state import StateKeys
 from service.app import build_state, create_app
 from service.follower import ModelFollower
-from service.state import ServiceMetrics
+from service.registry import ServiceMetrics
 from tests.localservers import LocalRedis
 from tests.modelpub import ModelWriter
 

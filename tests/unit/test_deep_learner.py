@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from cel.serving import RequestContext, ServingModel
+from cel.serving_load import serving_model
 from celrec.settings import Settings
 from schemas.events import Event
 from schemas.sequence import decode_sequence
 from schemas.snapshot import DeltaHeader, SnapshotMeta
 from schemas.state import StateKeys
-from trainer.learner import UnsupportedModel, make_learner
+from trainer.learners import UnsupportedModel, make_learner
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 KEYS = StateKeys("t")
@@ -147,7 +148,7 @@ def _snapshot(learner, kind: str) -> ServingModel:
                         sides=learner.side_meta(), scenarios=learner.scenarios,
                         arrays=sorted(arrays),
                         network=learner.network_spec() if kind in KINDS else {})
-    return ServingModel.from_snapshot(meta, arrays)
+    return serving_model(meta, arrays)
 
 
 def _served(model: ServingModel, learner, user: str, items: list[str], scenario, now):

@@ -8,7 +8,7 @@ import torch
 from cel.tables import ClusteredEmbedding
 from celrec.settings import Settings
 from schemas.events import Event
-from trainer.learner import make_learner
+from trainer.learners import make_learner
 from trainer.reassign import EntityEvidence, reassign_among
 
 

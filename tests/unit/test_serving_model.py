@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cel.serving import RETRIEVAL_MODEL_WEIGHT, DeltaMismatch, ModelDataError, ServingModel
+from cel.serving_load import serving_model
 from tests.modelpub import ModelWriter
 
 USERS = ["alice", "bob", "carol"]
@@ -28,7 +29,7 @@ def build(loss: str = "logloss") -> tuple[ServingModel, ModelWriter]:
         3, USERS, ITEMS, np.array(USER_TABLE), np.array(ITEM_TABLE), USER_ASSIGN, ITEM_ASSIGN,
         popularity=POPULARITY, prior=np.array(PRIOR), scenarios=SCENARIOS, global_bias=BIAS,
         loss=loss, publish=False)
-    return ServingModel.from_snapshot(meta, arrays), writer
+    return serving_model(meta, arrays), writer
 
 
 def apply(model: ServingModel, writer: ModelWriter, **kwargs) -> None:
