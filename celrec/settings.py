@@ -1,6 +1,6 @@
 """The one settings object, read from ``CELREC_*`` environment variables.
 
-Every setting is documented here (the ``description``) and in the README's settings table.
+Every setting is documented here (the ``description``) and in docs/settings.md (generated).
 """
 
 from __future__ import annotations

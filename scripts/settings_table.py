@@ -1,4 +1,4 @@
-"""Print the README's settings table from the Settings model (the one documented source)."""
+"""Print docs/settings.md's table from the Settings model (the one documented source)."""
 
 from celrec.settings import Settings
 
