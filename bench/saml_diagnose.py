@@ -1,4 +1,5 @@
-"""Diagnostics behind the SAML figures in bench/results/saml_dupn_history.md, on the tuning data (generator seed 1).
+"""Diagnostics behind the SAML figures (bench/results/saml_dupn_history.md), on the
+tuning data (generator seed 1).
 
 - the auxiliary (shared) network alone vs the full SAML output (are the branches learning?);
 - SAML without the mutual unit's mix (own branch state only);
