@@ -12,7 +12,7 @@ chunk, then learn it. A row's figure is AUC / logloss / first-sight AUC per cut 
 mean AUC over the cuts; the default is the best mean.
 
 ``--grid recall``: the weight of the model's logit against log(1 + positives) in
-recommendations (``cel.serving.RETRIEVAL_MODEL_WEIGHT``), by recall@10 on the same cuts
+recommendations (``service.serving_model.RETRIEVAL_MODEL_WEIGHT``), by recall@10 on the same cuts
 with the evaluation protocol's queries (every 5th positive after a 20% warm-up whose user
 had an earlier positive; the user's earlier items excluded), ranking every known item.
 

@@ -25,7 +25,7 @@ from celrec.backends import BackendUnavailable
 from celrec.metrics import TrainerStats, histogram_quantile, trainer_stats_key
 
 if TYPE_CHECKING:
-    from cel.serving import ServingModel
+    from service.serving_model import ServingModel
     from service.state import ServiceState
 
 log = logging.getLogger(__name__)

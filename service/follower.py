@@ -1,4 +1,4 @@
-"""Keeps the service's :class:`cel.serving.ServingModel` current with the published model.
+"""Keeps the service's :class:`service.serving_model.ServingModel` current with the published model.
 
 A background thread loads the snapshot ``model_current`` points to, then applies that
 version's deltas in seq order. Update notices (pub/sub) wake it up at once; it also polls
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from cel.serving import ModelDataError, ServingModel
-from cel.serving_load import serving_model
 from celrec.backends import BackendUnavailable, StateStore, Subscription
 from schemas.snapshot import DeltaHeader, SnapshotMeta, decode_bundle
 from schemas.state import ArrayFormatError, StateKeys, decode_array
+from service.serving_load import serving_model
+from service.serving_model import ModelDataError, ServingModel
 
 if TYPE_CHECKING:
     from service.registry import ServiceMetrics

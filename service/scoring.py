@@ -24,7 +24,6 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import StringConstraints
 
-from cel.serving import RequestContext, ServingModel
 from celrec.backends import BackendUnavailable
 from schemas.api import (
     ErrorResponse,
@@ -39,6 +38,7 @@ from schemas.sequence import SequenceFormatError, decode_sequence
 from schemas.state import StateKeys
 from service.errors import ApiError
 from service.follower import ModelFollower
+from service.serving_model import RequestContext, ServingModel
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)

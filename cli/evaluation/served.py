@@ -3,7 +3,7 @@
 :class:`CelrecStream` is the trainer's own learner (``trainer.learners.make_learner`` with the
 trainer's settings and defaults) publishing through the trainer's ``Publisher`` into an
 embedded state store, and the service's ``ModelFollower`` reading it back: every score and
-recommendation comes from the same :class:`~cel.serving.ServingModel` that ``/scores`` and
+recommendation comes from the same :class:`~service.serving_model.ServingModel` that ``/scores`` and
 ``/recommendations`` use. Only HTTP and the event log are left out, so a chunk is learnt the
 moment it is handed over (the API protocol waits for ``GET /model`` instead).
 """

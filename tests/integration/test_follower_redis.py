@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from cel.serving import ServingModel
 from celrec.backends.embedded import EmbeddedEventLog
 from celrec.backends.redis import RedisStateStore
 from schemas.state import StateKeys
 from service.app import build_state, create_app
 from service.follower import ModelFollower
 from service.registry import ServiceMetrics
+from service.serving_model import ServingModel
 from tests.localservers import LocalRedis
 from tests.modelpub import ModelWriter
 

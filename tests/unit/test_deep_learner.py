@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from cel.serving import RequestContext, ServingModel
-from cel.serving_load import serving_model
 from celrec.settings import Settings
 from schemas.events import Event
 from schemas.sequence import decode_sequence
 from schemas.snapshot import DeltaHeader, SnapshotMeta
 from schemas.state import StateKeys
+from service.serving_load import serving_model
+from service.serving_model import RequestContext, ServingModel
 from trainer.learners import UnsupportedModel, make_learner
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -3,8 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from cel.serving import RETRIEVAL_MODEL_WEIGHT, DeltaMismatch, ModelDataError, ServingModel
-from cel.serving_load import serving_model
+from service.serving_load import serving_model
+from service.serving_model import (
+    RETRIEVAL_MODEL_WEIGHT,
+    DeltaMismatch,
+    ModelDataError,
+    ServingModel,
+)
 from tests.modelpub import ModelWriter
 
 USERS = ["alice", "bob", "carol"]

@@ -1,4 +1,4 @@
-"""Serving SAML and DUPN: :class:`cel.serving.ServingModel` with a network forward pass.
+"""Serving SAML and DUPN: :class:`service.serving_model.ServingModel` with a network forward pass.
 
 Ids, assignments, deltas, cold-start rows and cluster retrieval are the base class's; only
 the scores and the user vector come from the published network (``cel.deep_serving``).
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from cel.deep_serving import DeepNet, SequenceRows, empty_rows, scenario_code
-from cel.serving import ModelDataError, RequestContext, ServingModel
+from service.serving_model import ModelDataError, RequestContext, ServingModel
 
 _NET_ERRORS = (ValueError, KeyError, TypeError, RuntimeError, IndexError)
 

@@ -23,7 +23,7 @@ import numpy as np
 from cel.idmap import IdMap
 from schemas.snapshot import SIDES, DeltaHeader, SideMeta, SnapshotMeta
 
-DEEP_MODEL_KINDS = ("saml", "dupn")  # served by cel.deep_serving_model (cel.serving_load)
+DEEP_MODEL_KINDS = ("saml", "dupn")  # served by service.deep_serving_model (service.serving_load)
 _ID_OVERHEAD_BYTES = 120  # rough per-id cost of a Python str + dict entry + list slot
 # Weight of the model's logit against log(1 + positives) when ranking recommendations:
 # chosen on the first halves of the tuning streams (bench/results/prequential_tuning.md).
