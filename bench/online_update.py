@@ -100,8 +100,8 @@ class Scale:
             out = self.model.step(u, i, y)
             sync(self.device)
             self.times.append((time.perf_counter() - t) * 1000.0)
-            self.reassigned += out["reassigned_user"] + out["reassigned_item"]
-            self.splits += out["splits_user"] + out["splits_item"]
+            self.reassigned += out.reassigned["user"] + out.reassigned["item"]
+            self.splits += out.splits["user"] + out.splits["item"]
 
     def summary(self) -> dict:
         times, model = self.times, self.model

@@ -20,13 +20,13 @@ default or marginal context.
 Typical wiring (the trainer): ``uid, _ = user_ids.lookup_or_add(batch_user_strings)`` (and
 the same for items, see :class:`cel.idmap.IdMap`), then
 ``out = model.step(torch.from_numpy(uid), torch.from_numpy(iid), labels,
-return_changes=True)``; ``out["changes"]`` are the assignment deltas to publish.
+return_changes=True)``; ``out.changes`` are the assignment deltas to publish.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +108,37 @@ class OnlineCELConfig:
             raise ValueError(f"row_update must be 'mean' or 'adagrad', got {self.row_update!r}")
         if not 0.0 <= self.damping < 1.0:
             raise ValueError("damping must be in [0, 1)")
+
+
+def _per_side() -> dict[str, int]:
+    return {"user": 0, "item": 0}
+
+
+@dataclass
+class StepResult:
+    """What one :meth:`OnlineCEL.step` did. Per-side counts are keyed ``user`` / ``item``."""
+
+    events: int
+    loss: float = float("nan")  # mean loss BEFORE the update (progressive)
+    skipped: bool = False  # the batch was refused: non-finite labels, loss or gradients
+    new: dict[str, int] = field(default_factory=_per_side)  # ids first seen
+    reassigned: dict[str, int] = field(default_factory=_per_side)
+    splits: dict[str, int] = field(default_factory=_per_side)
+    clusters: dict[str, int] = field(default_factory=_per_side)  # live rows after the step
+    known: dict[str, int] = field(default_factory=_per_side)
+    state: dict[str, int] = field(default_factory=_per_side)  # entities with a ring buffer
+    # With ``return_changes``: {side: (ids, clusters)} of every id whose assignment was set
+    # or changed (new, reassigned, split), and [(side, parent, child, moved ids)].
+    changes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    split_events: list[tuple[str, int, int, torch.Tensor]] = field(default_factory=list)
+
+    def counters(self) -> dict[str, float]:
+        """The per-side counts as flat ``{name}_{side}`` numbers (for metrics)."""
+        out = {"events": float(self.events), "skipped": float(self.skipped)}
+        for name in ("new", "reassigned", "splits", "clusters", "known", "state"):
+            for side, value in getattr(self, name).items():
+                out[f"{name}_{side}"] = float(value)
+        return out
 
 
 class MFInteraction(nn.Module):
@@ -717,16 +748,10 @@ class OnlineCEL:
         return self._move(s, movers, s.assign[movers].long(), new)
 
     def step(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
-             context: torch.Tensor | None = None, return_changes: bool = False) -> dict:
-        """One online update on a micro-batch of events (dense internal ids).
-
-        Returns counters: ``events``, ``loss`` (mean loss BEFORE the update: progressive),
-        ``skipped`` (1 if the batch was rejected: non-finite labels, loss or gradients),
-        ``new_{side}``, ``reassigned_{side}``, ``splits_{side}``, ``clusters_{side}``,
-        ``known_{side}``, ``state_{side}`` (entities holding a ring buffer). With
-        ``return_changes``: ``changes`` = {side: (ids, clusters)} of every id whose
-        assignment was set or changed in this step (new, reassigned, split), and
-        ``split_events`` = [(side, parent, child, moved ids)]."""
+             context: torch.Tensor | None = None, return_changes: bool = False
+             ) -> StepResult:
+        """One online update on a micro-batch of events (dense internal ids); what it did.
+        ``return_changes`` also fills :attr:`StepResult.changes` and ``split_events``."""
         dev = self.device
         users = users.to(dev, torch.long).reshape(-1)
         items = items.to(dev, torch.long).reshape(-1)
@@ -734,12 +759,12 @@ class OnlineCEL:
         if not users.shape == items.shape == labels.shape:
             raise ValueError("users, items and labels must have the same length")
         n = users.numel()
-        out: dict = {"events": n, "loss": float("nan"), "skipped": 0}
+        out = StepResult(events=n)
         if n and (int(users.min()) < 0 or int(items.min()) < 0):
             raise ValueError("internal ids must be non-negative")
         if n == 0 or not bool(torch.isfinite(labels).all()):
-            out["skipped"] = int(n > 0)
-            self.totals["skipped"] += out["skipped"]
+            out.skipped = n > 0
+            self.totals["skipped"] += int(out.skipped)
             return self._finish(out)
         su, si = self.sides["user"], self.sides["item"]
         if self.batches == 0:
@@ -760,20 +785,20 @@ class OnlineCEL:
         scores.retain_grad()
         total = self._loss(scores, labels).sum()
         if not bool(torch.isfinite(total)):
-            out["skipped"] = 1
+            out.skipped = True
             self.totals["skipped"] += 1
             return self._finish(out)
         total.backward()
         grads = [u.grad, i.grad] + [p.grad for p in self.model.parameters()
                                     if p.grad is not None]
         if not all(bool(torch.isfinite(g).all()) for g in grads):
-            out["skipped"] = 1
+            out.skipped = True
             self.totals["skipped"] += 1
             return self._finish(out)
-        out["loss"] = float(total.detach()) / n
+        out.loss = float(total.detach()) / n
         new_u = self._admit(su, uniq_u, first_u, new_mask_u)
         new_i = self._admit(si, uniq_i, first_i, new_mask_i)
-        out["new_user"], out["new_item"] = new_u.numel(), new_i.numel()
+        out.new = {"user": new_u.numel(), "item": new_i.numel()}
         self.batches += 1
         self.totals["events"] += n
         self.label_sum += float(labels.sum())
@@ -803,23 +828,22 @@ class OnlineCEL:
             for s, o, ents, slots, new in ((su, si, uniq_u, slots_u, new_u),
                                            (si, su, uniq_i, slots_i, new_i)):
                 movers, dest = self._reassign(s, o, ents, slots)
-                out[f"reassigned_{s.name}"] = movers.numel()
+                out.reassigned[s.name] = movers.numel()
                 self.totals["reassigned"] += movers.numel()
                 if return_changes:
                     changes[s.name] += [(new, s.assign[new].long()), (movers, dest)]
             for s in (su, si):
-                out[f"splits_{s.name}"] = 0
                 if self.batches % self.config.split_every == 0:
                     for parent, child, moved in self._split(s):
-                        out[f"splits_{s.name}"] += 1
+                        out.splits[s.name] += 1
                         self.totals["splits"] += 1
                         split_events.append((s.name, parent, child, moved))
                         if return_changes:
                             changes[s.name].append((moved, torch.full_like(moved, child)))
         if return_changes:
-            out["changes"] = {k: (torch.cat([a for a, _ in v]), torch.cat([b for _, b in v]))
-                              for k, v in changes.items()}
-            out["split_events"] = split_events
+            out.changes = {k: (torch.cat([a for a, _ in v]), torch.cat([b for _, b in v]))
+                           for k, v in changes.items()}
+            out.split_events = split_events
         return self._finish(out)
 
     @torch.no_grad()
@@ -836,14 +860,11 @@ class OnlineCEL:
             mean = math.log(mean / (1.0 - mean))
         bias.fill_(mean)
 
-    def _finish(self, out: dict) -> dict:
+    def _finish(self, out: StepResult) -> StepResult:
         for s in self.sides.values():
-            out.setdefault(f"new_{s.name}", 0)
-            out.setdefault(f"reassigned_{s.name}", 0)
-            out.setdefault(f"splits_{s.name}", 0)
-            out[f"clusters_{s.name}"] = s.m if s.clustered else s.known
-            out[f"known_{s.name}"] = s.known
-            out[f"state_{s.name}"] = s.used
+            out.clusters[s.name] = s.m if s.clustered else s.known
+            out.known[s.name] = s.known
+            out.state[s.name] = s.used
         return out
 
     # ------------------------------------------------------------------ serving
@@ -940,5 +961,5 @@ class OnlineCEL:
             pass
 
 
-__all__ = ["MFInteraction", "OnlineCEL", "OnlineCELConfig", "SIDES", "pairwise_scores",
-           "resolve_device"]
+__all__ = ["MFInteraction", "OnlineCEL", "OnlineCELConfig", "SIDES", "StepResult",
+           "pairwise_scores", "resolve_device"]

@@ -73,22 +73,20 @@ class CELLearner(Learner):
         labels = np.array([self._label(e) for e in events], dtype=np.float32)
         out = self.model.step(torch.from_numpy(users), torch.from_numpy(items),
                               torch.from_numpy(labels), return_changes=True)
-        if out["skipped"]:
+        if out.skipped or out.changes is None:
             return LearnStats(events=len(events), skipped=True)
-        for side, (ids, _rows) in out["changes"].items():
+        for side, (ids, _rows) in out.changes.items():
             self._changed[side].append(ids.cpu().numpy())
         if self.model.config.entity_bias:
             self._touched["user"].append(np.unique(users))
             self._touched["item"].append(np.unique(items))
         self._splits += [(side, int(p), int(c), int(m.numel()))
-                         for side, p, c, m in out["split_events"]]
+                         for side, p, c, m in out.split_events]
         positive = labels > 0
         if positive.any():
             self._count_positives(items[positive], [e.scenario for e, p in
                                                     zip(events, positive, strict=True) if p])
-        return LearnStats(events=len(events), loss=out["loss"],
-                          extra={k: float(v) for k, v in out.items()
-                                 if isinstance(v, int | float) and k not in ("loss",)})
+        return LearnStats(events=len(events), loss=out.loss, extra=out.counters())
 
     def _count_positives(self, items: np.ndarray, scenarios: list[str]) -> None:
         if len(self.item_popularity) <= items.max():

@@ -78,12 +78,12 @@ def test_progressive_auc_improves(trained):
 def test_splits_happen_and_stop_at_budget(trained):
     model, _, _, outs, _ = trained
     for side in ("user", "item"):
-        splits = sum(o[f"splits_{side}"] for o in outs)
+        splits = sum(o.splits[side] for o in outs)
         assert splits == 8 - 4  # budget minus the initial clusters
-        assert outs[-1][f"clusters_{side}"] == 8
+        assert outs[-1].clusters[side] == 8
         assert model.cluster_sizes(side).numel() == 8
     # after the budget is reached no split happens any more
-    last_split = max(k for k, o in enumerate(outs) if o["splits_user"] or o["splits_item"])
+    last_split = max(k for k, o in enumerate(outs) if o.splits["user"] or o.splits["item"])
     assert last_split < len(outs) - 50
 
 
@@ -94,11 +94,11 @@ def test_no_cluster_ever_empty(trained):
 
 def test_counters(trained):
     _, _, _, outs, _ = trained
-    assert all(o["events"] == 256 and o["skipped"] == 0 for o in outs)
-    assert sum(o["new_user"] for o in outs) == outs[-1]["known_user"] == N_USERS
-    assert sum(o["new_item"] for o in outs) == N_ITEMS
-    assert sum(o["reassigned_user"] + o["reassigned_item"] for o in outs) > 0
-    assert all(math.isfinite(o["loss"]) for o in outs)
+    assert all(o.events == 256 and not o.skipped for o in outs)
+    assert sum(o.new["user"] for o in outs) == outs[-1].known["user"] == N_USERS
+    assert sum(o.new["item"] for o in outs) == N_ITEMS
+    assert sum(o.reassigned["user"] + o.reassigned["item"] for o in outs) > 0
+    assert all(math.isfinite(o.loss) for o in outs)
 
 
 def test_new_id_gets_most_popular_cluster_not_zero():
@@ -110,7 +110,7 @@ def test_new_id_gets_most_popular_cluster_not_zero():
     assert int(model.cluster_sizes("user").sum()) == 11  # id 0 kept its cluster, 20 once
     assert int(model.cluster_sizes("user").argmax()) == 2
     out = model.step(torch.tensor([100]), torch.tensor([1]), torch.tensor([1.0]))
-    assert out["new_user"] == 1
+    assert out.new["user"] == 1
     assert int(model.clusters_of("user", torch.tensor([100]))) == 2
     # unknown ids (never seen, -1, beyond capacity) are served from the same cluster
     unknown = torch.tensor([-1, 55, 10**9])
@@ -123,7 +123,7 @@ def test_new_id_gets_most_popular_cluster_not_zero():
 def test_ids_beyond_capacity_grow_the_arrays():
     model = OnlineCEL(small_config(initial_capacity=16), device="cpu")
     out = model.step(torch.tensor([3, 5000]), torch.tensor([70000, 1]), torch.tensor([1.0, 0.0]))
-    assert out["known_user"] == 2 and out["known_item"] == 2
+    assert out.known["user"] == 2 and out.known["item"] == 2
     assert model.sides["item"].capacity >= 70001
     assert int(model.clusters_of("item", torch.tensor([70000]))) >= 0
 
@@ -134,7 +134,7 @@ def test_reassignment_touches_only_the_batch():
         before_u, before_i = assignments(model, "user", N_USERS), assignments(model, "item",
                                                                              N_ITEMS)
         out = model.step(users, items, y)
-        assert out["splits_user"] == out["splits_item"] == 0
+        assert out.splits["user"] == out.splits["item"] == 0
         for side, before, batch in (("user", before_u, users), ("item", before_i, items)):
             after = assignments(model, side, len(before))
             changed = (after != before).nonzero().squeeze(1)
@@ -148,9 +148,9 @@ def test_return_changes_replays_assignments():
     for users, items, y in planted_stream(40):
         out = model.step(users, items, y, return_changes=True)
         for side in ("user", "item"):
-            ids, clusters = out["changes"][side]
+            ids, clusters = out.changes[side]
             mirror[side][ids] = clusters
-        for side, parent, child, moved in out["split_events"]:
+        for side, parent, child, moved in out.split_events:
             assert child == model.cluster_sizes(side).numel() - 1 or child < 8
             assert bool((mirror[side][moved] == child).all()) and parent != child
     for side, n in (("user", N_USERS), ("item", N_ITEMS)):
@@ -164,7 +164,7 @@ def test_state_is_bounded_and_lru():
         out = model.step(users, items, y)
         for side, batch in (("user", users), ("item", items)):
             s = model.sides[side]
-            assert out[f"state_{side}"] <= cap
+            assert out.state[side] <= cap
             owners = s.owner[s.owner >= 0]
             assert owners.numel() == torch.unique(owners).numel() <= cap
             # slot map and owners agree, and nobody else holds a slot
@@ -210,7 +210,7 @@ def test_non_finite_batches_are_skipped(loss):
     for y in bad:
         # user 450 is new (inside the grown capacity): a rejected batch must not admit it
         out = model.step(torch.tensor([1, 450]), torch.tensor([3, 4]), y)
-        assert out["skipped"] == 1
+        assert out.skipped
     after = model.state_dict()
     for k, v in before.items():
         assert torch.equal(v, after[k]), k
@@ -223,7 +223,7 @@ def test_mse_learns_ratings():
     model = OnlineCEL(small_config(loss="mse", lr=0.2), device="cpu")
     losses = []
     for users, items, y in planted_stream(200, seed=1):
-        losses.append(model.step(users, items, y * 4.0 + 1.0)["loss"])  # ratings 1 or 5
+        losses.append(model.step(users, items, y * 4.0 + 1.0).loss)  # ratings 1 or 5
     # a constant predictor scores 16 * 0.275 * 0.725 = 3.19; the planted optimum is 1.72
     assert sum(losses[-20:]) / 20 < 2.4 < sum(losses[:20]) / 20
 
