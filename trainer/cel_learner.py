@@ -38,6 +38,7 @@ class CELLearner(Learner):
             state_capacity=settings.entity_state_capacity, seed=settings.seed,
         )
         self.model_kind = settings.model if settings.model == "deepfm" else MODEL_KIND
+        self.dim = settings.embedding_dim
         interaction = DeepFM(settings.embedding_dim) if self.model_kind == "deepfm" else None
         self.model = OnlineCEL(config, device=settings.device, interaction=interaction)
         self.ids = {side: IdMap() for side in SIDES}
@@ -211,6 +212,28 @@ class CELLearner(Learner):
         self.scenarios = json.loads(blobs["scenarios"])
         self._reset_changes()
         self._published_entities = {s: 0 for s in SIDES}  # the next publish is a snapshot
+
+    # -- the metrics -------------------------------------------------------------------
+    def predict_before_learn(self, events: list[Event]
+                             ) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.loss != "logloss":
+            return None
+        users = torch.from_numpy(self.ids["user"].lookup(e.user_id for e in events))
+        items = torch.from_numpy(self.ids["item"].lookup(e.item_id for e in events))
+        scores = self.model.predict(users, items).detach().cpu().numpy().astype(np.float64)
+        return scores, np.array([self._label(e) for e in events], dtype=np.float64)
+
+    def device_name(self) -> str:
+        return str(self.model.device)
+
+    def memory_bytes(self) -> int:
+        return self.model.memory_bytes()
+
+    def cluster_sizes(self, side: str) -> np.ndarray:
+        return self.model.cluster_sizes(side).detach().cpu().numpy()
+
+    def entities(self, side: str) -> int:
+        return len(self.ids[side])
 
     @property
     def events_applied(self) -> int:

@@ -53,21 +53,6 @@ class _Header(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class _ModelView:
-    """What the trainer's metrics read of a model (device, memory, cluster sizes)."""
-
-    def __init__(self, learner: DeepLearner):
-        self._learner = learner
-        self.device = learner.device
-
-    def memory_bytes(self) -> int:
-        return int(self._learner.net.memory_bytes())
-
-    def cluster_sizes(self, side: str) -> torch.Tensor:
-        table = self._learner.tables[side]
-        return table.counts[: table.num_active].clone()
-
-
 class DeepLearner(Learner):
     kind: str = ""
     blob_names = (STATE_BLOB,)
@@ -103,7 +88,6 @@ class DeepLearner(Learner):
         self._newest = {side: 0 for side in SIDES}  # newest split child: a candidate
         self.evidence = {side: EntityEvidence(settings.entity_state_capacity,
                                               settings.reassign_evidence) for side in SIDES}
-        self.model = _ModelView(self)
         self._reset_changes()
 
     # -- what subclasses provide ---------------------------------------------------------
@@ -580,6 +564,25 @@ class DeepLearner(Learner):
             self.evidence[side].load(arrays, f"evidence.{side}")
         self._reset_changes()
         self._published_entities = {s: 0 for s in SIDES}  # the next publish is a snapshot
+
+    # -- the metrics -------------------------------------------------------------------
+    def predict_before_learn(self, events: list[Event]
+                             ) -> tuple[np.ndarray, np.ndarray] | None:
+        return (self.predict_events(events),
+                np.array([self._label(e) for e in events], dtype=np.float64))
+
+    def device_name(self) -> str:
+        return str(self.device)
+
+    def memory_bytes(self) -> int:
+        return int(self.net.memory_bytes())
+
+    def cluster_sizes(self, side: str) -> np.ndarray:
+        table = self.tables[side]
+        return table.counts[: table.num_active].detach().cpu().numpy()
+
+    def entities(self, side: str) -> int:
+        return len(self.ids[side])
 
     @property
     def events_applied(self) -> int:

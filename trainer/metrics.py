@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -129,26 +129,6 @@ class ProgressiveEvaluator:
             s, y = self._scores[name][:filled], self._labels[name][:filled]
             out[name] = OnlineScore(auc=auc(s, y), logloss=logloss(s, y), events=filled)
         return out
-
-
-def predict_before_learn(learner: Learner, events: list[Event]
-                         ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Click probabilities the current model gives the batch's (user, item) pairs, with
-    the labels the learner will use; None for a learner that cannot predict."""
-    model, ids = getattr(learner, "model", None), getattr(learner, "ids", None)
-    label = getattr(learner, "_label", None)
-    predict_events = getattr(learner, "predict_events", None)
-    if predict_events is not None and label is not None:  # saml/dupn: their own inputs
-        return predict_events(events), np.array([label(e) for e in events], dtype=np.float64)
-    if model is None or ids is None or label is None or not hasattr(model, "predict"):
-        return None
-    if getattr(getattr(model, "config", None), "loss", "logloss") != "logloss":
-        return None
-    users = torch.from_numpy(ids["user"].lookup(e.user_id for e in events))
-    items = torch.from_numpy(ids["item"].lookup(e.item_id for e in events))
-    scores = model.predict(users, items).detach().cpu().numpy().astype(np.float64)
-    labels = np.array([label(e) for e in events], dtype=np.float64)
-    return scores, labels
 
 
 class _ClusterSizes:
@@ -284,7 +264,7 @@ class TrainerMetrics:
         if len(events) > PROGRESSIVE_SAMPLE:
             events = events[:: -(-len(events) // PROGRESSIVE_SAMPLE)]
         try:
-            predicted = predict_before_learn(learner, events)
+            predicted = learner.predict_before_learn(events)
         except Exception:  # metrics must never stop learning
             log.exception("progressive evaluation failed")
             return
@@ -321,11 +301,10 @@ class TrainerMetrics:
             self._snapshot_version = publisher.version
             self.snapshot_version.set(publisher.version)
             self.snapshot_published.set(self._published_at)
-            snapshot_bytes = getattr(publisher, "snapshot_bytes", None)
-            if snapshot_bytes is not None:
-                self.state_bytes.set(snapshot_bytes)
-            for side in SIDES:
-                per_entity = getattr(publisher, f"bytes_per_{side}", None)
+            if publisher.snapshot_bytes is not None:
+                self.state_bytes.set(publisher.snapshot_bytes)
+            per_side = {"user": publisher.bytes_per_user, "item": publisher.bytes_per_item}
+            for side, per_entity in per_side.items():
                 if per_entity is not None:
                     self.state_bytes_per_entity.labels(side=side).set(per_entity)
 
@@ -368,25 +347,20 @@ class TrainerMetrics:
                               ttl_s=STATS_TTL_S)
 
     def _sample_model(self, learner: Learner) -> None:
-        model: Any = getattr(learner, "model", None)
-        if model is None:
-            return
-        device = str(getattr(model, "device", "cpu"))
+        device = learner.device_name()
         self.device_info.labels(device=device, type=device.split(":")[0]).set(1)
-        self.model_memory.labels(device=device).set(model.memory_bytes())
+        self.model_memory.labels(device=device).set(learner.memory_bytes())
         if device.startswith("cuda"):
             self.device_memory.labels(device=device).set(torch.cuda.memory_allocated(device))
         else:
-            self.device_memory.labels(device=device).set(model.memory_bytes())
-        ids = getattr(learner, "ids", {})
+            self.device_memory.labels(device=device).set(learner.memory_bytes())
         for side in SIDES:
-            sizes = model.cluster_sizes(side).detach().cpu().numpy()
+            sizes = learner.cluster_sizes(side)
             self._cluster_sizes.sizes[side] = sizes
             self._clusters[side] = int((sizes > 0).sum())
             self.clusters.labels(side=side).set(self._clusters[side])
-            if side in ids:
-                self._entities[side] = len(ids[side])
-                self.entities.labels(side=side).set(self._entities[side])
+            self._entities[side] = learner.entities(side)
+            self.entities.labels(side=side).set(self._entities[side])
 
     def _sample_rates(self, now: float) -> None:
         splits, moves = dict(self._splits), dict(self._moves)
@@ -410,11 +384,11 @@ class TrainerMetrics:
 
     def stats(self, trainer: ObservedTrainer) -> TrainerStats:
         """The summary the dashboard reads from the state store."""
-        model: Any = getattr(trainer.learner, "model", None)
+        learner = trainer.learner
         batches = list(self._batches)
         return TrainerStats(
             updated_at=time.time(),
-            device=str(getattr(model, "device", "cpu")),
+            device=learner.device_name(),
             events_applied=trainer.progress.events_applied,
             events_per_second=self._events_per_second,
             dead_lettered=trainer.progress.dead_lettered,
@@ -428,6 +402,7 @@ class TrainerMetrics:
             reassignments_per_minute=dict(self._rates["moves"]),
             snapshot_version=self._snapshot_version,
             snapshot_published_at=self._published_at,
-            state_store_model_bytes=getattr(trainer.publisher, "snapshot_bytes", None),
-            model_memory_bytes=model.memory_bytes() if model is not None else 0,
+            state_store_model_bytes=(trainer.publisher.snapshot_bytes
+                                     if trainer.publisher is not None else None),
+            model_memory_bytes=learner.memory_bytes(),
         )

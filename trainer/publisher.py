@@ -26,14 +26,12 @@ from schemas.snapshot import (
     encode_bundle,
 )
 from schemas.state import StateKeys, encode_array
-from trainer.cel_learner import MODEL_KIND, CELLearner
-from trainer.deep_learner import DeepLearner
+from trainer.learner import Learner
 
 log = logging.getLogger(__name__)
 
 ACCEPTED_SAMPLE = 256  # acceptance times carried per delta, for the freshness histogram
 SEEN_TTL_S = 30 * 86_400
-PublishedLearner = CELLearner | DeepLearner
 
 
 class Publisher:
@@ -72,7 +70,7 @@ class Publisher:
                     self._seen[event.user_id].append(event.item_id.encode())
 
     # -- publishing --------------------------------------------------------------------
-    def maybe_publish(self, learner: PublishedLearner, progress: TrainerProgress,
+    def maybe_publish(self, learner: Learner, progress: TrainerProgress,
                       now: float | None = None) -> str | None:
         """Publish what is due; returns "snapshot", "delta" or None."""
         now = time.monotonic() if now is None else now
@@ -99,33 +97,29 @@ class Publisher:
             self.store.list_push_many(seen, self.settings.seen_items_max, ttl_s=SEEN_TTL_S)
             self._seen.clear()
 
-    def _flush_sequences(self, learner: PublishedLearner) -> None:
+    def _flush_sequences(self, learner: Learner) -> None:
         """saml/dupn: rewrite the behaviour sequences changed since the last publish (before
         the model state that learnt from them becomes visible)."""
-        values = getattr(learner, "sequence_values", None)
-        if values is None:
-            return
-        pending = values(self.keys)
+        pending = learner.sequence_values(self.keys)
         if pending:
             self.store.put(pending, ttl_s=SEEN_TTL_S)
-        learner.sequences_published()  # type: ignore[union-attr]
+        learner.sequences_published()
 
     def _take_accepted(self) -> list[float]:
         taken, self._accepted, self._accepted_seen = self._accepted, [], 0
         return taken
 
-    def publish_snapshot(self, learner: PublishedLearner, progress: TrainerProgress) -> int:
+    def publish_snapshot(self, learner: Learner, progress: TrainerProgress) -> int:
         current = self.store.get(self.keys.model_current)
         version = max(int(current or 0), self.version) + 1
         arrays = learner.snapshot_arrays()
         meta = SnapshotMeta(
             version=version, created_at=time.time(),
-            model=getattr(learner, "model_kind", MODEL_KIND), loss=learner.loss,
-            dim=getattr(learner, "dim", self.settings.embedding_dim),
+            model=learner.model_kind, loss=learner.loss, dim=learner.dim,
             events_applied=progress.events_applied,
             offsets=progress.offsets, sides=learner.side_meta(), scenarios=learner.scenarios,
             arrays=sorted(arrays),
-            network=learner.network_spec() if isinstance(learner, DeepLearner) else {},
+            network=learner.network_spec(),
         )
         values = {self.keys.model_array(version, n): encode_array(a) for n, a in arrays.items()}
         values[self.keys.model_meta(version)] = meta.model_dump_json().encode()
@@ -144,7 +138,7 @@ class Publisher:
                  meta.sides["user"].entities, meta.sides["item"].entities)
         return version
 
-    def publish_delta(self, learner: PublishedLearner, progress: TrainerProgress) -> int:
+    def publish_delta(self, learner: Learner, progress: TrainerProgress) -> int:
         first_new, splits, arrays = learner.delta_arrays()
         seq = self.seq + 1
         header = DeltaHeader(
