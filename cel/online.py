@@ -172,6 +172,15 @@ def pairwise_scores(model: nn.Module, users: torch.Tensor, items: torch.Tensor) 
     return model(u, i).reshape(e, a, b)
 
 
+def _adagrad(value: torch.Tensor, accumulator: torch.Tensor, index: torch.Tensor,
+             grad: torch.Tensor, lr: float) -> torch.Tensor:
+    """One Adagrad step for the rows ``index`` of a parameter: adds the squared gradient to
+    their ``accumulator`` rows (in place) and returns ``value`` moved by it."""
+    squares = accumulator[index] + grad.square()
+    accumulator[index] = squares
+    return value - lr * grad / (squares.sqrt() + 1e-6)
+
+
 def _group_rank(keys: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Stable sort of ``keys``: (order, rank within equal keys, group size per element,
     unique keys, count per unique key)."""
@@ -468,10 +477,8 @@ class OnlineCEL:
         g.index_add_(0, inv, grad)
         w = s.table[uniq]
         if s.table_g2.numel():
-            g = g + self.config.l2 * w
-            g2 = s.table_g2[uniq] + g.square()
-            s.table_g2[uniq] = g2
-            s.table[uniq] = w - self.config.lr * g / (g2.sqrt() + 1e-6)
+            s.table[uniq] = _adagrad(w, s.table_g2, uniq, g + self.config.l2 * w,
+                                     self.config.lr)
             return
         n = torch.bincount(inv, minlength=uniq.numel()).to(g.dtype).unsqueeze(1)
         s.table[uniq] = w - self.config.lr * (g / n + self.config.l2 * w)
@@ -481,16 +488,14 @@ class OnlineCEL:
         """Adagrad on each entity's summed gradient (its events in the batch)."""
         g = torch.zeros(uniq.numel(), device=self.device).index_add_(0, inv, dscore)
         b = s.bias[uniq]
-        g = g + self.config.bias_l2 * b
-        g2 = s.bias_g2[uniq] + g.square()
-        s.bias_g2[uniq] = g2
-        s.bias[uniq] = b - self.config.bias_lr * g / (g2.sqrt() + 1e-6)
+        s.bias[uniq] = _adagrad(b, s.bias_g2, uniq, g + self.config.bias_l2 * b,
+                                self.config.bias_lr)
 
     def _apply_prior(self, s: _Side, dscore: torch.Tensor) -> None:
         """Adagrad on the first-sight bias from the first-sight events' gradients."""
-        g = dscore.sum().reshape(1)
-        s.bias_prior_g2 += g.square()
-        s.bias_prior -= self.config.bias_lr * g / (s.bias_prior_g2.sqrt() + 1e-6)
+        at = torch.zeros(1, dtype=torch.long, device=self.device)
+        s.bias_prior[:] = _adagrad(s.bias_prior, s.bias_prior_g2, at, dscore.sum().reshape(1),
+                                   self.config.bias_lr)
 
     def _accumulate(self, s: _Side, ids: torch.Tensor, rows: torch.Tensor,
                     grad: torch.Tensor) -> None:
@@ -664,7 +669,6 @@ class OnlineCEL:
         ones = torch.ones_like(old)
         s.counts.index_add_(0, old, -ones)
         s.counts.index_add_(0, new, ones)
-        self._scores = None
         return movers, new
 
     def _reassign(self, s: _Side, o: _Side, ents: torch.Tensor,

@@ -418,13 +418,13 @@ class ServingModel:
         are scored with the cold-start rows and flagged, never refused. ``request``: the
         user's sequence and the time (models with ``needs_sequence``)."""
         with self._lock:
-            user_row, unknown_user = self._user_row(user_id)
+            user_row, unknown_user, user_bias = self._user_row_and_bias(user_id)
             rows, item_bias = self._item.rows_and_bias(item_ids)
             unknown = rows < 0
             if unknown.any():
                 rows[unknown] = self._cold_item_row(scenario)
             raw = self._raw_scores(user_row, rows, scenario, request)
-            raw = raw + item_bias + self._user.rows_and_bias([user_id])[1][0]
+            raw = raw + item_bias + user_bias
             return self._output(raw), unknown_user, unknown.tolist()
 
     def representation(self, user_id: str, scenario: str | None = None,
@@ -452,7 +452,7 @@ class ServingModel:
         and the walk stops when no unexpanded row can beat the n-th item: exact, and it
         grows with rows and expanded members, not with the catalogue."""
         with self._lock:
-            user_row, unknown_user = self._user_row(user_id)
+            user_row, unknown_user, user_bias = self._user_row_and_bias(user_id)
             item = self._item
             live = np.flatnonzero(item.counts[: item.rows] > 0)
             raw = self._raw_scores(user_row, live, scenario, request)
@@ -494,7 +494,6 @@ class ServingModel:
                 internal, chosen_raw = ids_all[order], raw_all[order]
             else:
                 internal, chosen_raw = np.zeros(0, np.int64), np.zeros(0)
-            user_bias = self._user.rows_and_bias([user_id])[1][0]
             scores = self._output(chosen_raw + user_bias) if len(internal) else np.zeros(0)
             ids = item.ids.external(internal.tolist())
             items = list(zip(ids, scores.tolist(), strict=True))
@@ -679,13 +678,18 @@ class ServingModel:
         self._priors: dict[str | None, np.ndarray] = {}
 
     def _user_row(self, user_id: str) -> tuple[int, bool]:
-        row = int(self._user.rows_of([user_id])[0])
-        if row >= 0:
-            return row, False
+        row, unknown, _ = self._user_row_and_bias(user_id)
+        return row, unknown
+
+    def _user_row_and_bias(self, user_id: str) -> tuple[int, bool, float]:
+        """The user's row (the typical user's when unknown), whether unknown, own bias."""
+        rows, bias = self._user.rows_and_bias([user_id])
+        if rows[0] >= 0:
+            return int(rows[0]), False, float(bias[0])
         if self._cold_user is None:  # the most common user row: the typical user
             counts = self._user.counts[: self._user.rows]
             self._cold_user = int(np.argmax(counts)) if len(counts) else 0
-        return self._cold_user, True
+        return self._cold_user, True, float(bias[0])
 
     def _prior_for(self, scenario: str | None) -> np.ndarray:
         """Positive events per item row in ``scenario`` (all scenarios when it is unknown)."""
