@@ -1,7 +1,9 @@
-"""Cluster optimisation of CEL: GPCA split and loss-based reassignment.
+"""CEL's cluster optimisation on a ``Recommender``: which cluster to split, its members'
+gradients, and every entity's exact loss in every cluster (one pass of the other side).
 
-Both work on whatever interactions they are given (the whole training set offline, a recent
-window in a stream) and return counters; neither touches entities absent from that data.
+The split and the moves themselves are ``cel.clusters``'. Both work on whatever interactions
+they are given (the whole training set offline, a recent window in a stream) and return
+counters; neither touches entities absent from that data.
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cel.gpca import gpca_split
+from cel.clusters import loss_moves, move, optimizer_rows, split_cluster
 from cel.interactions import Interactions
 from cel.recommender import Recommender
-from cel.tables import ClusteredEmbedding
 
 SPLIT_CHOICES = ("interactions", "members", "loss", "random")
 
@@ -48,34 +49,6 @@ def cluster_losses(rec: Recommender, side: str, data: Interactions,
     return entities, losses
 
 
-def apply_moves(table: ClusteredEmbedding, ids: torch.Tensor, targets: torch.Tensor,
-                regret: torch.Tensor | None = None) -> int:
-    """Move ``ids`` to ``targets`` but never leave an active cluster empty.
-
-    For a cluster that would lose all its members, the leaver with the smallest ``regret``
-    (loss gained by staying; default: the first) stays. Repeated until stable. Returns the
-    number of moves applied.
-    """
-    old = table.assignment[ids].long()
-    keep = targets == old
-    cost = torch.zeros(len(ids), device=ids.device) if regret is None else regret.float()
-    while True:
-        proposal = table.assignment.long().clone()
-        proposal[ids] = torch.where(keep, old, targets)
-        counts = torch.bincount(proposal, minlength=table.max_clusters)[:table.num_active]
-        empty = (counts == 0).nonzero().flatten().tolist()
-        reverted = False
-        for cluster in empty:
-            leavers = (old == cluster) & ~keep
-            if bool(leavers.any()):
-                keep[torch.where(leavers, cost, torch.inf).argmin()] = True
-                reverted = True
-        if not reverted:
-            break
-    table.assign(proposal)
-    return int((~keep).sum())
-
-
 @torch.no_grad()
 def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float = 0.31,
              generator: torch.Generator | None = None, margin: float = 0.0,
@@ -100,18 +73,17 @@ def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float =
         n = torch.bincount(inverse, minlength=len(entities))
         barred = (n > closed_max_count) & (current != closed_row)
         losses[barred, closed_row] = torch.inf
-    best_loss, best = losses.min(dim=1)
     coins = torch.rand(len(entities), generator=generator).to(entities.device)
-    needed = 1e-9 * current_loss.abs()
-    move = coins >= keep_prob
+    free = coins >= keep_prob
+    needed: torch.Tensor | float = 0.0
     if margin > 0 or min_count > 0:
         _, inverse = _entity_index(data.ids(side))
         n = torch.bincount(inverse, minlength=len(entities)).to(losses.dtype)
-        needed = needed + margin * n.sqrt()
-        move &= n >= min_count
-    move &= best_loss < current_loss - needed
-    targets = torch.where(move, best, current)
-    moved = apply_moves(table, entities, targets, current_loss - best_loss)
+        needed = margin * n.sqrt()
+        free &= n >= min_count
+    candidates = torch.arange(table.num_active, device=losses.device)
+    targets, gain = loss_moves(losses, candidates, current, current_loss, free, needed)
+    moved = len(move(table, entities, targets, gain)[0])
     return {"scored": len(entities), "moved": moved}
 
 
@@ -143,7 +115,7 @@ def place_cold(rec: Recommender, side: str, has_data: torch.Tensor,
         raise ValueError(f"unknown cold policy {policy!r}")
     target = int(weight[:table.num_active].argmax())
     cold = (~has_data).nonzero().flatten()
-    return apply_moves(table, cold, torch.full_like(cold, target))
+    return len(move(table, cold, torch.full_like(cold, target))[0])
 
 
 def choose_cluster(rec: Recommender, side: str, data: Interactions, choice: str,
@@ -205,16 +177,11 @@ def split(rec: Recommender, side: str, data: Interactions, choice: str = "intera
     if parent == exclude:
         return {"split": 0, "parent": -1, "child": -1, "moved": 0}
     members, grads = member_gradients(rec, side, data, parent)
-    moving = gpca_split(grads)
-    if not bool(moving.any()):
+    # the child inherits the parent's optimiser moments
+    done = split_cluster(table, parent, members, grads, optimizer_rows(optimizer, table.weight))
+    if done is None:
         return {"split": 0, "parent": parent, "child": -1, "moved": 0}
-    child = table.split(parent, members[moving])
-    if optimizer is not None:  # the child inherits the parent's optimiser moments
-        state = optimizer.state.get(table.weight, {})
-        for value in state.values():
-            if torch.is_tensor(value) and value.shape == table.weight.shape:
-                value[child] = value[parent]
-    return {"split": 1, "parent": parent, "child": child, "moved": int(moving.sum())}
+    return {"split": 1, "parent": parent, "child": done.child, "moved": done.moved.numel()}
 
 
 @torch.no_grad()

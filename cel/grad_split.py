@@ -16,8 +16,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from cel.cluster_ops import apply_moves
-from cel.gpca import gpca_split
+from cel.clusters import optimizer_rows, split_cluster
 from cel.tables import ClusteredEmbedding
 
 OnSplit = Callable[[int, int], None]  # (parent, child): copy any rows that share the assignment
@@ -72,12 +71,11 @@ class GradientSplitter:
             members, inverse = torch.unique(ids, return_inverse=True)
             per_member = torch.zeros(len(members), grads.shape[1], device=grads.device)
             per_member.index_add_(0, inverse, grads.float())
-            moving = gpca_split(per_member)
-            if bool(moving.any()):
-                child = self.table.split(self.target, members[moving])
-                self._copy_optimizer_rows(self.target, child)
+            done = split_cluster(self.table, self.target, members, per_member,
+                                 optimizer_rows(self.optimizer, self.table.weight))
+            if done is not None:
                 if self.on_split is not None:
-                    self.on_split(self.target, child)
+                    self.on_split(done.parent, done.child)
                 self.splits += 1
                 split = True
         m = self.table.num_active
@@ -85,39 +83,3 @@ class GradientSplitter:
         self._hits.zero_()
         self._parts.clear()
         return split
-
-    def _copy_optimizer_rows(self, parent: int, child: int) -> None:
-        if self.optimizer is None:
-            return
-        for value in self.optimizer.state.get(self.table.weight, {}).values():
-            if torch.is_tensor(value) and value.shape == self.table.weight.shape:
-                value[child] = value[parent]
-
-
-@torch.no_grad()
-def reassign_by_loss(table: ClusteredEmbedding, ids: torch.Tensor,
-                     sample_losses: Callable[[], torch.Tensor], keep_prob: float = 0.31,
-                     generator: torch.Generator | None = None) -> int:
-    """Move each entity in ``ids`` to the active cluster with the lowest summed loss.
-
-    ``sample_losses()`` returns the per-sample loss of the window whose entity ids (of this
-    table) are ``ids``, under the table's current assignment; each cluster is tried for every
-    entity at once (valid while a sample's loss depends on one entity of this table). Dense
-    O(M·window), like ``cel.cluster_ops.reassign``, whose damping and never-empty rule apply.
-    """
-    entities, inverse = torch.unique(ids, return_inverse=True)
-    saved = table.assignment.clone()
-    losses = torch.zeros(len(entities), table.num_active, device=ids.device)
-    try:
-        for c in range(table.num_active):
-            table.assignment[entities] = c
-            losses[:, c].index_add_(0, inverse, sample_losses().float())
-    finally:
-        table.assignment.copy_(saved)
-    current = saved[entities].long()
-    current_loss = losses.gather(1, current.unsqueeze(1)).squeeze(1)
-    best_loss, best = losses.min(dim=1)
-    coins = torch.rand(len(entities), generator=generator).to(entities.device)
-    move = (best_loss < current_loss - 1e-9 * current_loss.abs()) & (coins >= keep_prob)
-    return apply_moves(table, entities, torch.where(move, best, current),
-                       current_loss - best_loss)

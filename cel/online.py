@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cel.gpca import gpca_split
+from cel.clusters import loss_moves, move, split_cluster, vote_moves
 
 SIDES = ("user", "item")
 
@@ -246,6 +246,23 @@ class _Side:
         self.log_time = torch.zeros(log, dtype=torch.int64, device=device)
         self.head = 0
         self.tail = 0
+
+    # The ``cel.clusters.ClusterTable`` view of this side (the names the checkpoint keeps).
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.table
+
+    @property
+    def assignment(self) -> torch.Tensor:
+        return self.assign
+
+    @property
+    def num_active(self) -> int:
+        return self.m
+
+    @num_active.setter
+    def num_active(self, value: int) -> None:
+        self.m = value
 
     SCALARS = ("m", "known", "newest", "target", "acc_n", "used", "head", "tail")
     TENSORS = ("table", "table_g2", "assign", "bias", "bias_g2", "bias_prior", "bias_prior_g2",
@@ -533,23 +550,12 @@ class OnlineCEL:
             return events
         n, cfg = s.acc_n, self.config
         if s.m < s.max_clusters and n >= cfg.split_min_members:
-            ids, grads = s.acc_ids[:n], s.acc_grad[:n]
-            still = s.assign[ids].long() == s.target  # some may have been reassigned away
-            ids, grads = ids[still], grads[still]
-            if ids.numel() >= cfg.split_min_members:
-                moved = ids[gpca_split(grads)]
-                # gpca_split never moves all of them; untouched members also stay.
-                if moved.numel():
-                    child, parent = s.m, s.target
-                    s.table[child] = s.table[parent]
-                    if s.table_g2.numel():
-                        s.table_g2[child] = s.table_g2[parent]
-                    s.assign[moved] = child
-                    s.counts[child] = moved.numel()
-                    s.counts[parent] -= moved.numel()
-                    s.m += 1
-                    s.newest = child
-                    events.append((parent, child, moved))
+            done = split_cluster(s, s.target, s.acc_ids[:n], s.acc_grad[:n],
+                                 [s.table_g2] if s.table_g2.numel() else [],
+                                 cfg.split_min_members)
+            if done is not None:
+                s.newest = done.child
+                events.append((done.parent, done.child, done.moved))
         s.acc_slot[s.acc_ids[:n]] = -1
         s.acc_n = 0
         # Next target: most interactions in the window just ended, among splittable ones.
@@ -651,25 +657,7 @@ class OnlineCEL:
         votes = torch.zeros(ents.numel(), s.m, device=self.device)
         votes.scatter_add_(1, rows.clamp(min=0).reshape(ents.numel(), -1),
                            pos2.reshape(ents.numel(), -1).float())
-        density = votes / s.counts[: s.m].clamp(min=1).to(votes.dtype)
-        cur = s.assign[ents].long()
-        best_v, best = density.max(1)
-        own = density.gather(1, cur.unsqueeze(1)).squeeze(1)
-        move = (best != cur) & (best_v > own * self.config.vote_ratio)
-        return torch.where(move, best, -1)
-
-    def _move(self, s: _Side, movers: torch.Tensor, old: torch.Tensor,
-              new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reassign ``movers`` from ``old`` to ``new``, never emptying a cluster."""
-        order, rank, _, _, _ = _group_rank(old)
-        movers, old, new = movers[order], old[order], new[order]
-        allowed = rank < s.counts[old] - 1
-        movers, old, new = movers[allowed], old[allowed], new[allowed]
-        s.assign[movers] = new.to(torch.int32)
-        ones = torch.ones_like(old)
-        s.counts.index_add_(0, old, -ones)
-        s.counts.index_add_(0, new, ones)
-        return movers, new
+        return vote_moves(votes, s.counts, s.assign[ents].long(), self.config.vote_ratio)
 
     def _reassign(self, s: _Side, o: _Side, ents: torch.Tensor,
                   slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -711,7 +699,7 @@ class OnlineCEL:
         if ents.numel() == 0:
             if movers.numel() == 0:
                 return empty, empty
-            return self._move(s, movers, s.assign[movers].long(), new)
+            return move(s, movers, new)
         partners, labels = s.hist_partner[slots], s.hist_label[slots]
         valid = torch.arange(r, device=self.device).unsqueeze(0) < nvalid.unsqueeze(1)
         prow = o.assign[partners].long().clamp(min=0)
@@ -739,17 +727,16 @@ class OnlineCEL:
             per = (scores - y).square()
         loss = (per * valid.unsqueeze(1)).sum(2) / nvalid.unsqueeze(1)
         take_vote = voted & (loss[:, -1] <= loss[:, 0] + cfg.vote_tolerance)
-        best_loss, best_idx = loss[:, :-1].min(1)
-        best = cands.gather(1, best_idx.unsqueeze(1)).squeeze(1)
-        by_loss = (best != cur) & (best_loss < loss[:, 0] - cfg.margin) & ~voted
-        by_loss &= free & cfg.loss_reassign
-        dest = torch.where(take_vote, proposal, best)
-        move = take_vote | by_loss
-        movers, new = torch.cat([movers, ents[move]]), torch.cat([new, dest[move]])
+        dest = cur
+        if cfg.loss_reassign:  # without a vote: the best candidate when clearly better
+            dest, _ = loss_moves(loss[:, :-1], cands[:, :-1], cur, loss[:, 0], free & ~voted,
+                                 cfg.margin)
+        dest = torch.where(take_vote, proposal, dest)
+        go = dest != cur
+        movers, new = torch.cat([movers, ents[go]]), torch.cat([new, dest[go]])
         if movers.numel() == 0:
             return empty, empty
-        # Never empty a cluster: at most count - 1 members may leave it in one step.
-        return self._move(s, movers, s.assign[movers].long(), new)
+        return move(s, movers, new)
 
     def step(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
              context: torch.Tensor | None = None, return_changes: bool = False

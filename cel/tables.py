@@ -142,18 +142,6 @@ class ClusteredEmbedding(nn.Module):
     def recount(self) -> None:
         self.counts.copy_(torch.bincount(self.assignment.long(), minlength=self.max_clusters))
 
-    def split(self, parent: int, moved: torch.Tensor) -> int:
-        """Move the entity ids ``moved`` from ``parent`` to a new row copied from the parent."""
-        if self.num_active >= self.max_clusters:
-            raise ValueError("cluster budget exhausted")
-        child = self.num_active
-        with torch.no_grad():
-            self.weight[child] = self.weight[parent]
-        self.assignment[moved] = child
-        self.num_active += 1
-        self.recount()
-        return child
-
     def enable_personal(self) -> None:
         """Start the personalisation phase: own offsets, initialised at the cluster row."""
         self.personal = nn.Parameter(torch.zeros(self.num_entities, self.dim,

@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from cel.clusters import move, reassign_by_trial, vote_moves
 from cel.deep_serving import SequenceRows, build_network, published_weights
 from cel.grad_split import GradientSplitter
 from cel.idmap import IdMap
@@ -36,9 +37,9 @@ from schemas.events import Event, EventType
 from schemas.sequence import Step, encode_sequence
 from schemas.snapshot import SIDES, SideMeta, decode_bundle, encode_bundle
 from schemas.state import StateKeys
+from trainer.evidence import EntityEvidence
 from trainer.learner import Learner, LearnStats
 from trainer.published_ids import delta_id_arrays, snapshot_id_arrays
-from trainer.reassign import EntityEvidence, move_by_votes, reassign_among
 from trainer.sequences import InternalStep, UserSequences
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 BEHAVIOURS = [e.value for e in EventType]
 STATE_BLOB = "deep.state"
 STATE_FORMAT = 1
+KEEP_PROB = 0.31  # damping: the chance an entity keeps its cluster when it could move
 VOTE_RATIO = 1.5  # a co-click vote moves an entity when another cluster is this much denser
 
 
@@ -101,7 +103,7 @@ class DeepLearner(Learner):
     @abstractmethod
     def _window_losses(self, batch: dict[str, Any], side: str, window: int) -> Any:
         """A closure giving per-sample losses of the last ``window`` samples of ``batch``
-        under the current assignment of ``side`` (for ``reassign_among``)."""
+        under the current assignment of ``side`` (for ``reassign_by_trial``)."""
 
     @abstractmethod
     def _tensors(self, users: np.ndarray, items: np.ndarray, scen: np.ndarray,
@@ -236,7 +238,11 @@ class DeepLearner(Learner):
                 continue
             entities = torch.unique(batch[f"{side}_ids"]).cpu()
             votes = self._vote_matrix(side, entities.tolist(), table)
-            changed = move_by_votes(table, entities, votes, self.gen, VOTE_RATIO)
+            entities = entities.to(self.device)
+            wanted = vote_moves(votes.to(self.device), table.counts,
+                                table.assignment[entities].long(), VOTE_RATIO)
+            free = (torch.rand(len(entities), generator=self.gen) >= KEEP_PROB).to(self.device)
+            changed, _ = move(table, entities, torch.where(free, wanted, -1))
             moved[side] = len(changed)
             if len(changed):
                 self._changed[side].append(changed.cpu().numpy())
@@ -353,9 +359,10 @@ class DeepLearner(Learner):
             if self.settings.reassign_evidence:
                 judged = self._evidence_batch(side, torch.unique(ids).cpu().tolist())
                 ids, n = judged[f"{side}_ids"], len(judged["labels"])
-            changed = reassign_among(table, ids, self._window_losses(judged, side, n),
-                                     self.settings.reassign_candidates, self.gen,
-                                     extra=[self._newest[side]])
+            changed = reassign_by_trial(table, ids, self._window_losses(judged, side, n),
+                                        self.gen, KEEP_PROB,
+                                        self.settings.reassign_candidates,
+                                        [self._newest[side]])
             moved[side] = len(changed)
             if len(changed):
                 self._changed[side].append(changed.cpu().numpy())

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from cel.build import full_bytes, make_recommender
-from cel.grad_split import GradientSplitter, reassign_by_loss
+from cel.clusters import reassign_by_trial
+from cel.grad_split import GradientSplitter
 from cel.interactions import Interactions
 from cel.metrics import auc
 from cel.recommender import Recommender
@@ -295,8 +296,8 @@ def reassign(fitted: _Fitted, data: MSData, spec: MSSpec, gen: torch.Generator) 
     with torch.no_grad():
         for side, table in fitted.tables().items():
             ids = window.users if side == "user" else window.items
-            moved += reassign_by_loss(table, ids, lambda: fitted.sample_losses(window),
-                                      generator=gen)
+            moved += len(reassign_by_trial(table, ids, lambda: fitted.sample_losses(window),
+                                           gen))
     return moved
 
 

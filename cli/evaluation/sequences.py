@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from cel.build import full_bytes, make_recommender
+from cel.clusters import reassign_by_trial
 from cel.dupn import DUPN, DUPNConfig, Sequence, gap_buckets
-from cel.grad_split import GradientSplitter, reassign_by_loss
+from cel.grad_split import GradientSplitter
 from cel.interactions import Interactions
 from cel.metrics import auc, bucketed, logloss
 from cli.evaluation.datasets import DatasetError
@@ -463,8 +464,7 @@ def _reassign(run: _DUPNRun | _DeepFMRun, recent: list[_Batch], gen: torch.Gener
         for side, table in run.tables().items():
             ids = window.users if side == "user" else window.items
             pooled = run.pooled(window) if fixed_sequence else None
-            reassign_by_loss(table, ids, lambda p=pooled: run.losses(window, p),
-                             generator=gen)
+            reassign_by_trial(table, ids, lambda p=pooled: run.losses(window, p), gen)
 
 
 def cli_report(args) -> dict:

@@ -24,14 +24,13 @@ def test_without_averaging_the_gradient_is_the_member_sum() -> None:
     assert torch.allclose(table.weight.grad[0], torch.full((3,), 3.0))
 
 
-def test_lookup_returns_the_cluster_row_and_split_copies_the_parent() -> None:
+def test_lookup_returns_the_cluster_row() -> None:
     table = ClusteredEmbedding(6, 4, 3)
     assert torch.equal(table(torch.tensor([2, 5])), table.weight[[0, 0]])
-    child = table.split(0, torch.tensor([1, 4]))
-    assert child == 1 and table.num_active == 2
-    assert torch.equal(table.weight[1], table.weight[0])
+    table.num_active = 2
+    table.assign(torch.tensor([0, 1, 0, 0, 1, 0]))
     assert table.counts[:2].tolist() == [4, 2]
-    assert table.clusters_of(torch.tensor([1, 4, 0])).tolist() == [1, 1, 0]
+    assert torch.equal(table(torch.tensor([1, 0])), table.weight[[1, 0]])
 
 
 def test_personal_offsets_start_at_the_cluster_row_and_are_penalised() -> None:
