@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cel.offline import TrainConfig  # noqa: E402
+from celrec.presets import load_preset  # noqa: E402
 from cli.evaluation.protocols import prepare  # noqa: E402
 from cli.evaluation.runner import RunSpec, evaluate  # noqa: E402
 
@@ -44,24 +44,18 @@ def cold_rmse(result: dict) -> float | None:
     return math.sqrt(sum(p["n"] * p["mse"] for p in parts if p["n"]) / n)
 
 
-def run_celrec(data_dir: Path, fold: int, name: str, args: argparse.Namespace) -> dict:
+def run_spec(name: str, args: argparse.Namespace) -> RunSpec:
+    """The celrec run of variant ``name``: the preset, with the variant's personal epochs."""
     method, personal = VARIANTS[name]
+    preset = load_preset(args.preset, personal_epochs=personal)
+    return RunSpec(methods=(method,), model=args.model, dim=args.dim, clusters=args.clusters,
+                   side="item", protocol="folds", device=args.device, preset=preset)
+
+
+def run_celrec(data_dir: Path, fold: int, name: str, args: argparse.Namespace) -> dict:
     prep = prepare(None, "movielens", "folds", 0, str(data_dir / f"u{fold}.base"),
                    str(data_dir / f"u{fold}.test"))
-    config = TrainConfig(epochs=args.epochs, reg=args.reg, reassign_epochs=args.reassign_epochs,
-                         personal_epochs=personal, personal_l2=args.personal_l2, seed=0,
-                         cel_reg=args.cel_reg, prior_max_count=args.prior_max_count,
-                         reassign_min_count=args.reassign_min_count,
-                         prior_exclusive=args.prior_exclusive,
-                         entity_bias_prior=args.entity_bias_prior,
-                         entity_scale_prior=args.entity_scale_prior,
-                         extra_rows_prior=args.extra_rows_prior,
-                         extra_rows_min_count=args.extra_rows_min_count,
-                         ridge_sweeps=args.ridge_sweeps, ridge_sides=args.ridge_sides)
-    spec = RunSpec(methods=(method,), model=args.model, dim=args.dim, clusters=args.clusters,
-                   side="item", protocol="folds", device=args.device, train=config,
-                   entity_bias=args.entity_bias, entity_scale=args.entity_scale,
-                   extra_rows=args.extra_rows)
+    spec = run_spec(name, args)
     result = evaluate(prep, spec)[0]
     return {"rmse": result["rmse"], "cold_rmse": cold_rmse(result),
             "memory_bytes": result["memory_bytes"],
@@ -108,7 +102,7 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--folds", default="1,2,3,4,5")
@@ -116,36 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="mf")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--clusters", type=int, default=50)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--reg", type=float, default=0.12, help="L2 of full, hash, dhash")
-    p.add_argument("--cel-reg", type=float, default=0.1, help="L2 of cel")
-    p.add_argument("--prior-max-count", type=int, default=10)
-    p.add_argument("--reassign-min-count", type=int, default=5)
-    p.add_argument("--prior-open", dest="prior_exclusive", action="store_false",
-                   help="let popular items move into the prior row")
-    p.add_argument("--no-entity-bias", dest="entity_bias", action="store_false",
-                   help="cel without an own (unclustered) bias per item")
-    p.add_argument("--entity-bias-prior", type=float, default=10.0)
-    p.add_argument("--no-entity-scale", dest="entity_scale", action="store_false",
-                   help="cel without an own scale per item")
-    p.add_argument("--entity-scale-prior", type=float, default=10.0)
-    d = TrainConfig()
-    p.add_argument("--extra-rows", type=int, default=5,
-                   help="cel: more weighted cluster rows per item (a sparse code; 0: off)")
-    p.add_argument("--extra-rows-prior", type=float, default=d.extra_rows_prior)
-    p.add_argument("--extra-rows-min-count", type=int, default=d.extra_rows_min_count)
-    p.add_argument("--ridge-sweeps", type=int, default=0,
-                   help="exact ridge solves of the user (then item) rows after training, "
-                        "every method")
-    p.add_argument("--ridge-sides", default="both", choices=("user", "both"))
-    p.add_argument("--reassign-epochs", type=int, default=15)
-    p.add_argument("--personal-l2", type=float, default=0.1)
+    p.add_argument("--preset", metavar="FILE",
+                   help="JSON file of preset fields to change (celrec eval --show-preset)")
     p.add_argument("--device", default="auto")
     p.add_argument("--validation", action="store_true",
                    help="tune: evaluate on 80/20 splits of u<fold>.base, not on the test files")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the --validation cut")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if not (args.data_dir / "u1.base").is_file():
         print(f"accuracy_ml100k: ML-100K folds not found under {args.data_dir}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy_ml100k import DEFAULT_DATA  # noqa: E402
 
+from celrec.presets import load_preset  # noqa: E402
 from cli.evaluation.cli import build_parser, spec_from_args  # noqa: E402
 from cli.evaluation.protocols import prepare  # noqa: E402
 from cli.evaluation.runner import evaluate  # noqa: E402
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> int:
     for seed in seeds:
         args = build_parser().parse_args(
             ["--methods", methods, "--seed", str(seed), "--quiet", *rest])
-        for r in evaluate(prep, spec_from_args(args, tuple(rmse))):
+        for r in evaluate(prep, spec_from_args(args, tuple(rmse), load_preset(args.preset_file))):
             rmse[r["method"]].append(r["rmse"])
             print(f"seed {seed} {r['method']:<6} rmse {r['rmse']:.4f}", file=sys.stderr)
     names = list(rmse)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy_ml100k import DEFAULT_DATA, carve_validation, cold_rmse  # noqa: E402
 
+from celrec.presets import load_preset  # noqa: E402
 from cli.evaluation.cli import build_parser, spec_from_args  # noqa: E402
 from cli.evaluation.protocols import Prepared, prepare  # noqa: E402
 from cli.evaluation.runner import evaluate  # noqa: E402
@@ -55,7 +56,7 @@ def main() -> None:
         sys.exit(f"MovieLens-100K not found at {DEFAULT_DATA}")
     args = build_parser().parse_args(argv)
     methods = tuple(args.methods.split(","))
-    spec = spec_from_args(args, methods)
+    spec = spec_from_args(args, methods, load_preset(args.preset_file))
     out: dict[str, list[tuple]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         for cut in cuts.split(","):

@@ -15,8 +15,6 @@ from cel.clusters import loss_moves, move, optimizer_rows, split_cluster
 from cel.interactions import Interactions
 from cel.recommender import Recommender
 
-SPLIT_CHOICES = ("interactions", "members", "loss", "random")
-
 
 def _entity_index(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.unique(ids, return_inverse=True)
@@ -51,16 +49,14 @@ def cluster_losses(rec: Recommender, side: str, data: Interactions,
 
 @torch.no_grad()
 def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float = 0.31,
-             generator: torch.Generator | None = None, margin: float = 0.0,
-             min_count: int = 0, closed_row: int | None = None,
+             generator: torch.Generator | None = None, min_count: int = 0,
+             closed_row: int | None = None,
              closed_max_count: int = -1) -> dict[str, int]:
     """Move each entity of ``data`` to the cluster with the lowest loss on its interactions.
 
     Damping: an entity keeps its cluster with probability ``keep_prob``. An entity only moves
     when the new cluster's loss is strictly lower, so a move never increases its own loss.
-    ``margin``: a move must also lower the entity's summed loss by ``margin * sqrt(n)`` (n:
-    its interactions), i.e. its mean loss by ``margin / sqrt(n)``: an entity with few ratings
-    needs clearer evidence, since its loss differences are mostly noise. Entities with fewer
+    Entities with fewer
     than ``min_count`` interactions do not move at all. ``closed_row``: a row (the prior)
     that only entities with at most ``closed_max_count`` interactions may move into.
     """
@@ -75,14 +71,11 @@ def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float =
         losses[barred, closed_row] = torch.inf
     coins = torch.rand(len(entities), generator=generator).to(entities.device)
     free = coins >= keep_prob
-    needed: torch.Tensor | float = 0.0
-    if margin > 0 or min_count > 0:
+    if min_count > 0:
         _, inverse = _entity_index(data.ids(side))
-        n = torch.bincount(inverse, minlength=len(entities)).to(losses.dtype)
-        needed = margin * n.sqrt()
-        free &= n >= min_count
+        free &= torch.bincount(inverse, minlength=len(entities)) >= min_count
     candidates = torch.arange(table.num_active, device=losses.device)
-    targets, gain = loss_moves(losses, candidates, current, current_loss, free, needed)
+    targets, gain = loss_moves(losses, candidates, current, current_loss, free)
     moved = len(move(table, entities, targets, gain)[0])
     return {"scored": len(entities), "moved": moved}
 
@@ -118,27 +111,13 @@ def place_cold(rec: Recommender, side: str, has_data: torch.Tensor,
     return len(move(table, cold, torch.full_like(cold, target))[0])
 
 
-def choose_cluster(rec: Recommender, side: str, data: Interactions, choice: str,
-                   generator: torch.Generator | None = None, exclude: int | None = None) -> int:
-    """The cluster to split next (reference default: the one with the most interactions).
-
-    ``exclude``: a cluster never split (the dedicated prior row)."""
+def choose_cluster(rec: Recommender, side: str, data: Interactions,
+                   exclude: int | None = None) -> int:
+    """The cluster to split next: the one with the most interactions in ``data`` (as the
+    reference code). ``exclude``: a cluster never split (the dedicated prior row)."""
     table = rec.table(side)
-    clusters = table.clusters_of(data.ids(side))
     m = table.num_active
-    if choice == "interactions":
-        weight = torch.bincount(clusters, minlength=m).float()
-    elif choice == "members":
-        weight = table.counts[:m].float()
-    elif choice == "loss":
-        with torch.no_grad():
-            losses = rec.loss(rec.score(data), data.labels)
-        weight = torch.zeros(m, device=losses.device).index_add_(0, clusters, losses)
-    elif choice == "random":
-        weight = torch.rand(m, generator=generator)
-    else:
-        raise ValueError(f"unknown split choice {choice!r}; choose from {SPLIT_CHOICES}")
-    weight = weight[:m].float()
+    weight = torch.bincount(table.clusters_of(data.ids(side)), minlength=m)[:m].float()
     if exclude is not None and exclude < m:
         weight[exclude] = -torch.inf
     return int(weight.argmax())
@@ -161,9 +140,8 @@ def member_gradients(rec: Recommender, side: str, data: Interactions, cluster: i
     return members, per_member.index_add_(0, inverse, grad)
 
 
-def split(rec: Recommender, side: str, data: Interactions, choice: str = "interactions",
-          optimizer: torch.optim.Optimizer | None = None,
-          generator: torch.Generator | None = None, exclude: int | None = None
+def split(rec: Recommender, side: str, data: Interactions,
+          optimizer: torch.optim.Optimizer | None = None, exclude: int | None = None
           ) -> dict[str, int]:
     """One GPCA split of the chosen cluster; the child row starts as a copy of the parent.
 
@@ -173,7 +151,7 @@ def split(rec: Recommender, side: str, data: Interactions, choice: str = "intera
     table = rec.table(side)
     if table.num_active >= table.max_clusters or len(data) == 0:
         return {"split": 0, "parent": -1, "child": -1, "moved": 0}
-    parent = choose_cluster(rec, side, data, choice, generator, exclude)
+    parent = choose_cluster(rec, side, data, exclude)
     if parent == exclude:
         return {"split": 0, "parent": -1, "child": -1, "moved": 0}
     members, grads = member_gradients(rec, side, data, parent)

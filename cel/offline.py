@@ -5,11 +5,11 @@ side until the budget is reached; reassignment every ``reassign_every`` steps (t
 doubles during growth, as in the reference code's decreasing frequency) and after each epoch
 until ``reassign_epochs``; then, optionally, a personalisation phase.
 
-Options past the reference code (all off by default): a separate L2 and optimiser for the
-cluster rows, a dedicated prior row for rarely seen entities, an evidence margin for
-reassignment, shrinkage priors for the own per-entity biases and scales of tables built
-with ``entity_bias``/``entity_scale``, and the choice of extra rows for tables built with
-``extra_rows`` (see ``TrainConfig``).
+``TrainConfig``'s defaults are the reference code's plain CEL: every option past it is off
+(a separate L2 for CEL, a dedicated prior row for rarely seen entities, a minimum count for
+reassignment, shrinkage priors for the own per-entity biases and scales of tables built with
+``entity_bias``/``entity_scale``, the choice of extra rows for tables built with
+``extra_rows``). celrec's chosen values are declared once, in ``celrec.presets.Preset``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from cel import cluster_ops
 from cel.interactions import Interactions
 from cel.recommender import Recommender
-from cel.tables import ClusteredEmbedding, FullEmbedding
+from cel.tables import ClusteredEmbedding
 
 
 @dataclass
@@ -32,7 +32,6 @@ class TrainConfig:
     lr: float = 0.005
     reg: float = 0.05  # per-example L2 on the embeddings a batch uses
     split_every: int = 10  # steps between splits during growth
-    split_choice: str = "interactions"
     reassign_every: int = 40  # steps between reassignments during growth (then doubles)
     reassign_epochs: int = 20  # reassign after each epoch up to this one; 0: never after growth
     keep_prob: float = 0.31  # damping: chance an entity keeps its cluster at a reassignment
@@ -43,16 +42,10 @@ class TrainConfig:
     # ``reg`` of every table when the recommender has a clustered side (None: ``reg``): CEL's
     # shared rows overfit less, so its best L2 is lower than a full table's
     cel_reg: float | None = None
-    cluster_reg: float | None = None  # L2 of the cluster rows (None: ``cel_reg``/``reg``)
-    # "adam", or "sgd": plain SGD keeps the per-cluster gradient averaging (Adam's
-    # per-coordinate scaling cancels it)
-    cluster_optimizer: str = "adam"
-    cluster_lr: float | None = None  # None: ``lr``
     # >= 0: entities with at most this many training interactions start in a dedicated prior
     # row (cluster 0, never split) that learns what rarely seen entities look like; entities
     # without data go there too. -1: off (everyone starts in one cluster).
     prior_max_count: int = -1
-    reassign_margin: float = 0.0  # evidence a move needs (see ``cluster_ops.reassign``)
     reassign_min_count: int = 0  # entities with fewer interactions are never reassigned
     # True: entities with more than ``prior_max_count`` interactions may not move into the
     # prior row, which then stays a row of rarely seen entities only
@@ -71,16 +64,6 @@ class TrainConfig:
     # pursuit), then trained by gradient with the rest
     extra_rows_prior: float = 10.0
     extra_rows_min_count: int = 20
-    # after the epochs: this many sweeps of ``ridge_pass`` (user rows, then item rows: each
-    # solved exactly given the rest, under the training L2), for every method with full or
-    # clustered tables (a finishing step for all, not a CEL feature); 0: off
-    ridge_sweeps: int = 0
-    ridge_sides: str = "both"  # "user": only the user rows; "both": users, then items
-
-    def __post_init__(self) -> None:
-        if self.cluster_optimizer not in ("adam", "sgd"):
-            raise ValueError(f"cluster_optimizer must be 'adam' or 'sgd', "
-                             f"got {self.cluster_optimizer!r}")
 
 
 @dataclass
@@ -94,57 +77,14 @@ class History:
     events: int = 0
 
 
-class Optimizers:
-    """Several optimisers stepped as one (Adam for most parameters, SGD for cluster rows)."""
-
-    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
-        self.optimizers = optimizers
-
-    @property
-    def state(self) -> dict:
-        return {k: v for opt in self.optimizers for k, v in opt.state.items()}
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for opt in self.optimizers:
-            opt.step()
-
-    def add_param_group(self, group: dict) -> None:
-        self.optimizers[0].add_param_group(group)
-
-
-def make_optimizer(rec: Recommender, config: TrainConfig) -> Optimizers:
-    """Adam (``lr``) for everything but the cluster rows, which get ``cluster_optimizer``."""
-    cluster_rows = [rec.table(s).weight for s in rec.clustered_sides()]
-    ids = {id(p) for p in cluster_rows}
-    rest = [p for p in rec.parameters() if id(p) not in ids]
-    lr = config.cluster_lr if config.cluster_lr is not None else config.lr
-    if not cluster_rows:
-        return Optimizers(torch.optim.Adam(rest, lr=config.lr))
-    if config.cluster_optimizer == "sgd":
-        return Optimizers(torch.optim.Adam(rest, lr=config.lr),
-                          torch.optim.SGD(cluster_rows, lr=lr))
-    return Optimizers(torch.optim.Adam([{"params": rest},
-                                        {"params": cluster_rows, "lr": lr}], lr=config.lr))
-
-
-def train_step(rec: Recommender, optimizer: torch.optim.Optimizer | Optimizers,
-               batch: Interactions, reg: float, personal_l2: float = 0.0,
-               cluster_reg: float | None = None,
+def train_step(rec: Recommender, optimizer: torch.optim.Optimizer, batch: Interactions,
+               reg: float, personal_l2: float = 0.0,
                penalty: Callable[[Interactions], torch.Tensor] | None = None) -> float:
-    """One gradient step; returns the batch's mean data loss.
-
-    ``cluster_reg`` replaces ``reg`` for the clustered side(s); ``penalty(batch)`` is added
-    to the training loss."""
+    """One gradient step; returns the batch's mean data loss. ``penalty(batch)`` is added to
+    the training loss."""
     u, i = rec.user_table(batch.users), rec.item_table(batch.items)
     data_loss = rec.loss(rec.model(u, i, batch.context), batch.labels).mean()
-    sides = rec.clustered_sides()
-    c_reg = reg if cluster_reg is None else cluster_reg
-    u_reg, i_reg = (c_reg if "user" in sides else reg), (c_reg if "item" in sides else reg)
-    loss = data_loss + (u_reg * u.pow(2).sum(dim=1) + i_reg * i.pow(2).sum(dim=1)).mean()
+    loss = data_loss + reg * (u.pow(2).sum(dim=1) + i.pow(2).sum(dim=1)).mean()
     if personal_l2 > 0:
         for side in rec.clustered_sides():
             loss = loss + personal_l2 * rec.table(side).personal_penalty(batch.ids(side))
@@ -170,7 +110,7 @@ class OfflineCEL:
     def __init__(self, rec: Recommender, config: TrainConfig) -> None:
         self.rec, self.config = rec, config
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.optimizer = make_optimizer(rec, config)
+        self.optimizer = torch.optim.Adam(rec.parameters(), lr=config.lr)
         self.history = History()
         self.reg = config.reg
         if rec.clustered_sides() and config.cel_reg is not None:
@@ -228,8 +168,8 @@ class OfflineCEL:
         cfg, hist = self.config, self.history
         if self._growing() and hist.steps % cfg.split_every == 0:
             for side in self.rec.clustered_sides():
-                out = cluster_ops.split(self.rec, side, train, cfg.split_choice,
-                                        self.optimizer, self.generator, self._prior)
+                out = cluster_ops.split(self.rec, side, train, self.optimizer,
+                                        self._prior)
                 hist.splits += out["split"]
         if self.rec.clustered_sides() and hist.steps >= self._next_reassign and self._growing():
             self.reassign(train)
@@ -239,8 +179,7 @@ class OfflineCEL:
     def reassign(self, train: Interactions) -> None:
         for side in self.rec.clustered_sides():
             out = cluster_ops.reassign(self.rec, side, train, self.config.keep_prob,
-                                       self.generator, self.config.reassign_margin,
-                                       self.config.reassign_min_count,
+                                       self.generator, self.config.reassign_min_count,
                                        self._prior if self.config.prior_exclusive else None,
                                        self.config.prior_max_count)
             table = self.rec.table(side)
@@ -250,9 +189,8 @@ class OfflineCEL:
             self.history.moves += out["moved"]
             if table.scale2 is not None:
                 cfg = self.config
-                reg = self.reg if cfg.cluster_reg is None else cfg.cluster_reg
                 cluster_ops.assign_extra(self.rec, side, train, cfg.extra_rows_prior,
-                                         cfg.extra_rows_min_count, reg)
+                                         cfg.extra_rows_min_count, self.reg)
         self.history.reassignments += 1
 
     def _epoch(self, train: Interactions, personal_l2: float, clusters: bool) -> float:
@@ -262,7 +200,7 @@ class OfflineCEL:
         for start in range(0, len(train), cfg.batch_size):
             batch = train.subset(order[start:start + cfg.batch_size])
             loss = train_step(self.rec, self.optimizer, batch, self.reg, personal_l2,
-                              cfg.cluster_reg, self._own_penalty if self._inv_count else None)
+                              self._own_penalty if self._inv_count else None)
             total += loss * len(batch)
             self.history.steps += 1
             self.history.events += len(batch)
@@ -284,26 +222,9 @@ class OfflineCEL:
             if clustered and epoch < cfg.reassign_epochs and not self._growing():
                 self.reassign(train)
             self._report(epoch, on_epoch)
-        if cfg.ridge_sweeps > 0:
-            self.finish(train)
-            self._report(cfg.epochs - 1, on_epoch)
         if clustered and cfg.personal_epochs > 0:
             self.personalise(train, on_epoch)
         return hist
-
-    def finish(self, train: Interactions) -> None:
-        """``ridge_sweeps`` exact block solves of the user rows (then the item rows)."""
-        sides = ("user",) if self.config.ridge_sides == "user" else ("user", "item")
-        clustered = self.rec.clustered_sides()
-        for _ in range(self.config.ridge_sweeps):
-            for side in sides:
-                table = self.rec.user_table if side == "user" else self.rec.item_table
-                if not isinstance(table, (FullEmbedding, ClusteredEmbedding)):
-                    continue  # hashing: rows shared by arbitrary entities, left as trained
-                reg = self.reg
-                if side in clustered and self.config.cluster_reg is not None:
-                    reg = self.config.cluster_reg
-                ridge_pass(self.rec, side, train, reg)
 
     def personalise(self, train: Interactions,
                     on_epoch: Callable[[int, OfflineCEL], float | None] | None = None) -> None:
@@ -323,54 +244,3 @@ class OfflineCEL:
             value = on_epoch(epoch, self)
             if value is not None:
                 self.history.valid.append(float(value))
-
-
-@torch.no_grad()
-def ridge_pass(rec: Recommender, side: str, data: Interactions, reg: float,
-               chunk: int = 16_384) -> int:
-    """Replace the rows of ``side`` by their exact minimisers given everything else.
-
-    For a model whose score is linear in one side's row (MF: ``score = a + x . row``, with
-    ``x`` read off by autograd, so exact for MF and a linearisation otherwise), the squared
-    loss plus the training L2 (``reg`` per interaction on the row the interaction uses) is a
-    ridge regression per row: ``(sum x x^T + reg * D) row = sum x (label - a)``. Full tables:
-    one row per entity, ``D = n I``; clustered tables: one per cluster row, pooled over its
-    members' interactions with each member's own scale (``x`` is then ``factor * x``) and
-    ``D = diag(sum factor^2)``. Squared loss only. Returns the number of rows solved.
-    """
-    if rec.task != "rating":
-        raise ValueError("ridge_pass needs the squared loss (rating task)")
-    table = rec.user_table if side == "user" else rec.item_table
-    clustered = isinstance(table, ClusteredEmbedding)
-    rows = table.num_active if clustered else table.weight.shape[0]
-    width = table.weight.shape[1]
-    gram = torch.zeros(rows, width, width, device=table.weight.device)
-    rhs = torch.zeros(rows, width, device=table.weight.device)
-    diag = torch.zeros(rows, width, device=table.weight.device)
-    for start in range(0, len(data), chunk):
-        part = data.subset(slice(start, start + chunk))
-        ids = part.ids(side)
-        emb = table(ids).detach().requires_grad_(True)
-        with torch.enable_grad():
-            score = rec.score(part, **{f"{side}_emb": emb})
-            (x,) = torch.autograd.grad(score.sum(), emb)
-        if clustered:
-            index = table.clusters_of(ids)
-            factor, _ = table.own_state(ids)
-            factor = torch.ones_like(x) if factor is None else factor
-            w = table.weight[index]
-            x = x * factor
-            d = factor.pow(2)
-        else:
-            index = ids
-            w = table.weight[ids]
-            d = torch.ones_like(x)
-        target = part.labels - score.detach() + (x * w).sum(dim=1)
-        gram.index_add_(0, index, x.unsqueeze(2) * x.unsqueeze(1))
-        rhs.index_add_(0, index, x * target.unsqueeze(1))
-        diag.index_add_(0, index, d)
-    used = diag.sum(dim=1) > 0
-    system = gram[used] + torch.diag_embed(reg * diag[used] + 1e-6)
-    solved = torch.linalg.solve(system, rhs[used].unsqueeze(2)).squeeze(2)
-    table.weight.data[:rows][used] = solved
-    return int(used.sum())

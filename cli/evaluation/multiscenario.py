@@ -28,6 +28,7 @@ from cel.metrics import auc
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
 from cel.tables import ClusteredEmbedding
+from celrec.presets import Preset
 from cli.evaluation.runner import _result, earlier_counts
 
 MS_METHODS = ("saml", "shared", "separate")
@@ -362,12 +363,12 @@ def stream(fitted: _Fitted, data: MSData, spec: MSSpec) -> torch.Tensor:
     return torch.cat(preds) if preds else torch.empty(0)
 
 
-def cli_report(args) -> dict:
+def cli_report(args, preset: Preset) -> dict:
     """``celrec eval --model saml``: the scenario is the CSV's ``scenario`` column (else one)."""
     from cli.evaluation.protocols import prepare
 
     prep = prepare(args.data, args.format, args.protocol, args.seed, args.train, args.test,
-                   args.negatives)
+                   preset.negatives)
     if prep.task != "binary":
         raise ValueError("--model saml needs binary labels (clicks)")
 
@@ -384,8 +385,9 @@ def cli_report(args) -> dict:
     for table in args.methods.split(","):
         if table not in ("full", "cel"):
             raise ValueError(f"--model saml supports --methods full,cel, not {table!r}")
-        spec = MSSpec(table=table, dim=args.dim, clusters=args.clusters, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        spec = MSSpec(table=table, dim=args.dim, clusters=args.clusters,
+                      epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr,
+                      seed=args.seed,
                       max_branches=max(scenarios, 1))
         fitted = build_saml(task, spec)
         clock = time.perf_counter()

@@ -16,6 +16,7 @@ from cel.metrics import bucketed, summarise
 from cel.offline import OfflineCEL, TrainConfig, train_step
 from cel.recommender import Recommender
 from cel.tables import resolve_device
+from celrec.presets import Preset
 from cli.evaluation.protocols import Prepared
 
 ALL_METHODS = ("full", "hash", "dhash", "cel", "cel-online", "celrec")
@@ -37,13 +38,18 @@ class RunSpec:
     protocol: str = "random"
     device: str = "auto"
     seed: int = 0
-    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: Preset = field(default_factory=Preset)  # every training default
     stream_batch: int = 256
     stream_window: int = 20_000  # recent events CEL's cluster steps see in a stream
     online: dict = field(default_factory=dict)  # OnlineCELConfig overrides for cel-online
-    entity_bias: bool = False  # cel: an own, unclustered bias per entity (counted in memory)
-    entity_scale: bool = False  # cel: an own scale of the cluster vector per entity (ditto)
-    extra_rows: int = 0  # cel: more weighted cluster rows per entity (ditto)
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.preset.train_config(self.seed)
+
+    @property
+    def extra_rows(self) -> int:
+        return self.preset.extra_rows_for(self.protocol)
 
 
 # cel-online on ratings (squared loss): OnlineCELConfig's defaults are for click logloss;
@@ -93,8 +99,8 @@ def _recommender(method: str, prep: Prepared, spec: RunSpec) -> Recommender:
     rec = make_recommender(method, prep.num_users, prep.num_items, spec.model, spec.dim,
                            spec.side, spec.clusters, prep.task, spec.device,
                            prep.context_cardinalities, seed=spec.seed,
-                           entity_bias=spec.entity_bias, entity_scale=spec.entity_scale,
-                           extra_rows=spec.extra_rows)
+                           entity_bias=spec.preset.entity_bias,
+                           entity_scale=spec.preset.entity_scale, extra_rows=spec.extra_rows)
     mean = min(max(prep.label_mean, 1e-3), 1 - 1e-3) if prep.task == "binary" else 0.0
     start = math.log(mean / (1 - mean)) if prep.task == "binary" else prep.label_mean
     with torch.no_grad():
@@ -154,7 +160,7 @@ def stream_cluster_step(rec: Recommender, window: Interactions, cfg: TrainConfig
     """The cluster steps due after stream step ``step``, on the recent ``window``."""
     for side in rec.clustered_sides():
         if step % cfg.split_every == 0:
-            cluster_ops.split(rec, side, window, cfg.split_choice, optimizer, gen)
+            cluster_ops.split(rec, side, window, optimizer)
         if step % cfg.reassign_every == 0:
             cluster_ops.reassign(rec, side, window, cfg.keep_prob, gen)
             if rec.table(side).scale2 is not None:  # extra rows: chosen as offline

@@ -25,6 +25,7 @@ from cel.dupn import DUPN, DUPNConfig, Sequence, gap_buckets
 from cel.grad_split import GradientSplitter
 from cel.interactions import Interactions
 from cel.metrics import auc, bucketed, logloss
+from celrec.presets import Preset
 from cli.evaluation.datasets import DatasetError
 
 SEQUENCE_FORMATS = ("userbehavior", "sasrec", "csv")
@@ -467,7 +468,7 @@ def _reassign(run: _DUPNRun | _DeepFMRun, recent: list[_Batch], gen: torch.Gener
             reassign_by_trial(table, ids, lambda p=pooled: run.losses(window, p), gen)
 
 
-def cli_report(args) -> dict:
+def cli_report(args, preset: Preset) -> dict:
     """``celrec eval --model dupn``: the stream protocol on a sequence format, per table kind."""
     if args.protocol != "stream":
         raise ValueError("--model dupn needs --protocol stream (next-event prediction)")
@@ -478,12 +479,12 @@ def cli_report(args) -> dict:
     for table in args.methods.split(","):
         if table not in ("full", "cel"):
             raise ValueError(f"--model dupn supports --methods full,cel, not {table!r}")
-        # CEL tables keep an own bias per item unless --no-entity-bias (validated on the
-        # Video Games users: DUPN 0.693 -> 0.720 AUC)
-        spec = SeqSpec(table=table, dim=args.dim, clusters=args.clusters, lr=args.lr,
-                       negatives=args.negatives, seed=args.seed,
-                       entity_bias=table == "cel" and args.entity_bias,
-                       table_lr=args.table_lr or 0.0)
+        # CEL tables keep an own bias per item unless the preset's entity_bias is off
+        # (validated on the Video Games users: DUPN 0.693 -> 0.720 AUC)
+        spec = SeqSpec(table=table, dim=args.dim, clusters=args.clusters, lr=preset.lr,
+                       negatives=preset.negatives, seed=args.seed,
+                       entity_bias=table == "cel" and preset.entity_bias,
+                       table_lr=preset.table_lr or 0.0)
         result = run_stream(log, spec, ("dupn",))[0]
         result["method"] = table
         results.append(result)

@@ -131,16 +131,6 @@ def test_entities_with_too_few_interactions_are_not_reassigned() -> None:
     assert int(rec.item_table.assignment[0]) == 0
 
 
-def test_margin_asks_more_evidence_than_a_few_ratings_give() -> None:
-    # each rating gains 4.0 of squared loss by moving: 2 ratings gain 8 < 6 * sqrt(2)
-    rec, data = _two_cluster_case(ratings_per_item=2)
-    cluster_ops.reassign(rec, "item", data, keep_prob=0.0, margin=6.0)
-    assert int(rec.item_table.assignment[0]) == 1
-    rec, data = _two_cluster_case(ratings_per_item=4)  # 16 > 6 * sqrt(4)
-    cluster_ops.reassign(rec, "item", data, keep_prob=0.0, margin=6.0)
-    assert int(rec.item_table.assignment[0]) == 0
-
-
 def test_prior_policy_and_excluded_cluster_is_never_split() -> None:
     rec = _rec(num_users=3, num_items=6, clusters=4)
     table = rec.item_table
@@ -153,7 +143,7 @@ def test_prior_policy_and_excluded_cluster_is_never_split() -> None:
     data = Interactions(users, torch.arange(5).repeat_interleave(3),
                         torch.randint(1, 6, (15,), generator=torch.Generator().manual_seed(0))
                         .float())
-    assert cluster_ops.choose_cluster(rec, "item", data, "interactions", exclude=0) == 1
+    assert cluster_ops.choose_cluster(rec, "item", data, exclude=0) == 1
     out = cluster_ops.split(rec, "item", data, exclude=0)
     assert out["parent"] in (-1, 1)
 

@@ -7,7 +7,7 @@ import torch
 from cel import cluster_ops
 from cel.build import cel_bytes, make_recommender
 from cel.interactions import Interactions
-from cel.offline import OfflineCEL, TrainConfig, ridge_pass
+from cel.offline import OfflineCEL, TrainConfig
 
 
 def _rec(extra_rows: int = 1):
@@ -86,41 +86,22 @@ def _objective(rec, data: Interactions, reg: float) -> float:
     return float((err + reg * u.pow(2).sum(1) + reg * i.pow(2).sum(1)).mean().detach())
 
 
-def test_ridge_pass_solves_the_user_rows_exactly() -> None:
-    gen = torch.Generator().manual_seed(1)
-    n = 2000
-    data = Interactions(torch.randint(0, 40, (n,), generator=gen),
-                        torch.randint(0, 60, (n,), generator=gen),
-                        torch.randint(1, 6, (n,), generator=gen).float())
-    for method in ("full", "cel"):
-        rec = make_recommender(method, 40, 60, "mf", 6, "item", clusters=4, device="cpu",
-                               entity_bias=True, entity_scale=True)
-        OfflineCEL(rec, TrainConfig(epochs=2, reg=0.1)).fit(data)
-        start = _objective(rec, data, 0.1)
-        ridge_pass(rec, "user", data, 0.1)
-        solved = _objective(rec, data, 0.1)
-        assert solved < start
-        with torch.no_grad():  # any move of a solved user row raises the objective
-            rec.user_table.weight[5] += 0.01 * torch.randn(7, generator=gen)
-        assert _objective(rec, data, 0.1) > solved
-        ridge_pass(rec, "item", data, 0.1)  # cluster rows (cel) or item rows (full)
-        assert _objective(rec, data, 0.1) < solved
-
-
 def test_cli_default_gives_cel_five_extra_rows_and_they_reach_the_table() -> None:
+    from celrec.presets import load_preset
     from cli.evaluation.cli import build_parser, spec_from_args
     from cli.evaluation.runner import evaluate
     from tests.unit.random_ratings import random_prepared
 
-    args = build_parser().parse_args(["--epochs", "1", "--dim", "4", "--clusters", "3",
-                                      "--device", "cpu"])
-    assert spec_from_args(args, ("cel",)).extra_rows == 5 and args.extra_rows_prior > 0
+    args = build_parser().parse_args(["--dim", "4", "--clusters", "3", "--device", "cpu"])
+    preset = load_preset(epochs=1)
+    assert spec_from_args(args, ("cel",), preset).extra_rows == 5
+    assert preset.extra_rows_prior > 0
     stream = build_parser().parse_args(["--protocol", "stream"])
-    assert spec_from_args(stream, ("cel",)).extra_rows == 0  # not chosen for the stream
-    off = build_parser().parse_args(["--extra-rows", "0"])
-    assert spec_from_args(off, ("cel",)).extra_rows == 0
+    assert spec_from_args(stream, ("cel",), preset).extra_rows == 0  # not chosen there
+    off = load_preset(extra_rows=0)
+    assert spec_from_args(args, ("cel",), off).extra_rows == 0
     prep = random_prepared()
-    cel, dhash = evaluate(prep, spec_from_args(args, ("cel", "dhash")))
+    cel, dhash = evaluate(prep, spec_from_args(args, ("cel", "dhash"), preset))
     assert cel["memory_bytes"] == cel_bytes(30, 5, 3, True, True, extra_rows=5)
     assert abs(dhash["memory_bytes"] - cel["memory_bytes"]) < 2 * 5 * 4
 

@@ -14,6 +14,12 @@ from cli.main import main as celrec_main
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+def _preset(tmp: Path, **fields: object) -> str:
+    path = tmp / "preset.json"
+    path.write_text(json.dumps(fields))
+    return str(path)
+
+
 def _csv(path: Path, binary: bool) -> Path:
     gen = torch.Generator().manual_seed(0)
     rows = ["user,item,value,timestamp"]
@@ -31,8 +37,9 @@ def test_json_report_for_ratings(tmp_path: Path, capsys: pytest.CaptureFixture[s
                                  protocol: str) -> None:
     data = _csv(tmp_path / "r.csv", binary=False)
     code = main(["--data", str(data), "--format", "csv", "--protocol", protocol, "--dim", "4",
-                 "--clusters", "5", "--epochs", "2", "--methods", "full,hash,dhash,cel",
-                 "--extra-rows", "1", "--json", "--quiet", "--device", "cpu"])
+                 "--clusters", "5", "--methods", "full,hash,dhash,cel", "--json", "--quiet",
+                 "--device", "cpu", "--preset",
+                 _preset(tmp_path, epochs=2, extra_rows=1, stream_extra_rows=1)])
     assert code == 0
     out = capsys.readouterr()
     assert "warning" not in out.err
@@ -53,19 +60,20 @@ def test_warns_when_cel_outweighs_full(tmp_path: Path,
     # --dim 4: a full row is 5 floats; the default 5 extra rows + own scalars cost more
     data = _csv(tmp_path / "r.csv", binary=False)
     assert main(["--data", str(data), "--format", "csv", "--dim", "4", "--clusters", "5",
-                 "--epochs", "1", "--methods", "full,cel", "--json", "--quiet",
-                 "--device", "cpu"]) == 0
+                 "--methods", "full,cel", "--json", "--quiet", "--device", "cpu",
+                 "--preset", _preset(tmp_path, epochs=1)]) == 0
     out = capsys.readouterr()
     cel = json.loads(out.out)["results"][1]
-    assert cel["compression_ratio"] < 1.0 and "lower --extra-rows" in out.err
+    assert cel["compression_ratio"] < 1.0 and "lower the preset's extra_rows" in out.err
 
 
 def test_binary_labels_report_auc_and_logloss(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     data = _csv(tmp_path / "b.csv", binary=True)
     assert celrec_main(["eval", "--data", str(data), "--format", "csv", "--model", "deepfm",
-                        "--dim", "4", "--clusters", "4", "--epochs", "2", "--side", "both",
-                        "--methods", "cel", "--json", "--quiet", "--device", "cpu"]) == 0
+                        "--dim", "4", "--clusters", "4", "--side", "both", "--methods", "cel",
+                        "--json", "--quiet", "--device", "cpu",
+                        "--preset", _preset(tmp_path, epochs=2)]) == 0
     result = json.loads(capsys.readouterr().out)["results"][0]
     assert 0 <= result["auc"] <= 1 and result["logloss"] > 0 and result["rmse"] is None
 
@@ -89,12 +97,14 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "unknown method" in capsys.readouterr().err
 
 
-def test_movielens_100k_random_protocol_quick(capsys: pytest.CaptureFixture[str]) -> None:
+def test_movielens_100k_random_protocol_quick(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     udata = DATA / "movielens-100k" / "ml-100k" / "u.data"
     if not udata.is_file():
         pytest.skip(f"ML-100K not found at {udata} (shared data folder absent)")
-    assert main(["--data", str(udata), "--protocol", "random", "--epochs", "1",
-                 "--methods", "full,cel", "--json", "--quiet", "--device", "cpu"]) == 0
+    assert main(["--data", str(udata), "--protocol", "random", "--methods", "full,cel",
+                 "--json", "--quiet", "--device", "cpu",
+                 "--preset", _preset(tmp_path, epochs=1)]) == 0
     report = json.loads(capsys.readouterr().out)
     full, cel = report["results"]
     assert 0.8 < full["rmse"] < 1.3 and 0.8 < cel["rmse"] < 1.3

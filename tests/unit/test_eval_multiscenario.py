@@ -92,12 +92,18 @@ def _scenario_csv(tmp_path: Path) -> Path:
     return data
 
 
+def _preset(tmp: Path, **fields: object) -> str:
+    path = tmp / "preset.json"
+    path.write_text(json.dumps(fields))
+    return str(path)
+
+
 def test_cli_saml_reads_the_scenario_column(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     data = _scenario_csv(tmp_path)
     code = main(["--data", str(data), "--format", "csv", "--model", "saml", "--dim", "4",
-                 "--clusters", "4", "--epochs", "2", "--methods", "cel,full", "--json",
-                 "--quiet"])
+                 "--clusters", "4", "--methods", "cel,full", "--json", "--quiet",
+                 "--preset", _preset(tmp_path, epochs=2)])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == "saml" and [r["method"] for r in report["results"]] == [
@@ -133,7 +139,8 @@ def test_cli_dupn_needs_the_stream_protocol(tmp_path: Path,
     # column of each of the 4 cluster rows
     assert main(["--data", str(data), "--format", "csv", "--model", "dupn", "--protocol",
                  "stream", "--dim", "4", "--clusters", "4", "--methods", "cel", "--json",
-                 "--quiet", "--no-entity-bias", "--table-lr", "0.01"]) == 0
+                 "--quiet", "--preset", _preset(tmp_path, entity_bias=False,
+                                                table_lr=0.01)]) == 0
     plain = json.loads(capsys.readouterr().out)["results"][0]
     items = len({line.split(",")[1] for line in data.read_text().splitlines()[1:]})
     assert result["memory_bytes"] - plain["memory_bytes"] == 4 * items + 4 * 4

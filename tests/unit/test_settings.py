@@ -56,3 +56,7 @@ def test_the_settings_reference_documents_every_setting_with_its_default():
     table = subprocess.run([sys.executable, str(root / "scripts" / "settings_table.py")],
                            capture_output=True, text=True, check=True, cwd=root).stdout
     assert table.strip() in reference
+    preset = subprocess.run([sys.executable, str(root / "scripts" / "settings_table.py"),
+                             "--preset"], capture_output=True, text=True, check=True,
+                            cwd=root).stdout
+    assert preset.strip() in reference  # the evaluation preset's fields, as declared
