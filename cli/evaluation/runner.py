@@ -19,7 +19,9 @@ from cel.tables import resolve_device
 from celrec.presets import Preset
 from cli.evaluation.protocols import Prepared
 
-ALL_METHODS = ("full", "hash", "dhash", "cel", "cel-online", "celrec")
+# "bias": global, user and item biases only (full tables of width 1, no interaction term),
+# the floor every factor model should reach
+ALL_METHODS = ("full", "hash", "dhash", "cel", "bias", "cel-online", "celrec")
 SERVED_CHUNK = 200  # events scored, then learnt, at a time: the API protocol's chunk
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
@@ -96,7 +98,10 @@ def _cluster_sizes(rec: Recommender, side: str) -> list[int]:
 
 
 def _recommender(method: str, prep: Prepared, spec: RunSpec) -> Recommender:
-    rec = make_recommender(method, prep.num_users, prep.num_items, spec.model, spec.dim,
+    dim = spec.dim
+    if method == "bias":
+        method, dim = "full", 0
+    rec = make_recommender(method, prep.num_users, prep.num_items, spec.model, dim,
                            spec.side, spec.clusters, prep.task, spec.device,
                            prep.context_cardinalities, seed=spec.seed,
                            entity_bias=spec.preset.entity_bias,

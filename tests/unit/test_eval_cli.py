@@ -129,3 +129,13 @@ def test_stream_protocol_runs_the_trainers_learner_as_served(
     assert sum(b["n"] for b in result["buckets"]["item"].values()) == 600
     assert main(["--data", str(data), "--format", "csv", "--protocol", "random",
                  "--methods", "celrec", "--json", "--quiet", "--device", "cpu"]) != 0
+
+
+def test_the_biases_only_floor_is_a_method(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    data = _csv(tmp_path / "r.csv", binary=False)
+    assert main(["--data", str(data), "--format", "csv", "--dim", "4", "--methods", "bias,full",
+                 "--json", "--quiet", "--device", "cpu", "--preset", _preset(tmp_path, epochs=2)
+                 ]) == 0
+    bias, full = json.loads(capsys.readouterr().out)["results"]
+    assert bias["rmse"] > 0 and bias["memory_bytes"] * 5 == full["memory_bytes"]  # width 1
