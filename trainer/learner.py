@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,11 +34,12 @@ class BatchReport:
     checkpointed: bool = False
 
 
-class Learner(ABC):
-    """Everything the stream trainer, the publisher and the trainer's metrics use of a model
-    (nothing is looked up by name elsewhere). Implementations hold their state in memory:
-    ``trainer.cel_learner.CELLearner`` (mf, deepfm), ``trainer.deep_learner.DeepLearner``
-    (saml, dupn)."""
+class Learner(Protocol):
+    """The learner contract: everything the stream trainer, the publisher and the trainer's
+    metrics use of a model (nothing is looked up by name elsewhere). An explicit ``Protocol``;
+    the implementations subclass it, so a missing method fails at construction. They hold
+    their state in memory: ``trainer.cel_learner.CELLearner`` (mf, deepfm),
+    ``trainer.deep_learner.DeepLearner`` (saml, dupn)."""
 
     #: names of the blobs :meth:`state` returns (known before any state exists)
     blob_names: tuple[str, ...] = ()
