@@ -15,14 +15,14 @@ reassignment, shrinkage priors for the own per-entity biases and scales of table
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from cel import cluster_ops
 from cel.interactions import Interactions
 from cel.recommender import Recommender
-from cel.tables import ClusteredEmbedding
+from cel.tables import ClusteredEmbedding, FullEmbedding
 
 
 @dataclass
@@ -64,6 +64,14 @@ class TrainConfig:
     # pursuit), then trained by gradient with the rest
     extra_rows_prior: float = 10.0
     extra_rows_min_count: int = 20
+    # >= 0: before training, fit the biases-only model (global mean, user and item biases by
+    # alternating shrunk means, this prior as a count) and start every table's biases from
+    # it, so the factor term learns what the biases leave (squared loss only); -1: off
+    bias_start_prior: float = -1.0
+    # > 0: this share of the training interactions is held out; the model is scored on it
+    # before training and after each epoch, and the best of these states is kept (the
+    # biases-only start included), so the factor term stops where it starts to overfit
+    holdout: float = 0.0
 
 
 @dataclass
@@ -75,6 +83,7 @@ class History:
     reassignments: int = 0
     steps: int = 0
     events: int = 0
+    best_epoch: int | None = None  # with a holdout: the epoch kept (0: the start)
 
 
 def train_step(rec: Recommender, optimizer: torch.optim.Optimizer, batch: Interactions,
@@ -94,6 +103,26 @@ def train_step(rec: Recommender, optimizer: torch.optim.Optimizer, batch: Intera
     loss.backward()
     optimizer.step()
     return float(data_loss.detach())
+
+
+@torch.no_grad()
+def baseline_biases(train: Interactions, num_users: int, num_items: int, prior: float,
+                    sweeps: int = 10) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The biases-only model ``mu + b_u + b_i`` by alternating shrunk means (as Surprise's
+    ``BaselineOnly`` with ALS): ``b_i = sum(r - mu - b_u) / (n_i + prior)``, then the users,
+    ``sweeps`` times. Returns ``(mu, b_u, b_i)``."""
+    y = train.labels.float()
+    mu = float(y.mean()) if len(y) else 0.0
+    bu = torch.zeros(num_users, device=y.device)
+    bi = torch.zeros(num_items, device=y.device)
+    nu = torch.bincount(train.users, minlength=num_users).float() + prior
+    ni = torch.bincount(train.items, minlength=num_items).float() + prior
+    for _ in range(sweeps):
+        bi = torch.zeros_like(bi).index_add_(0, train.items, y - mu - bu[train.users])
+        bi = bi / ni.clamp(min=1e-9)
+        bu = torch.zeros_like(bu).index_add_(0, train.users, y - mu - bi[train.items])
+        bu = bu / nu.clamp(min=1e-9)
+    return mu, bu, bi
 
 
 def has_data(num_entities: int, ids: torch.Tensor) -> torch.Tensor:
@@ -153,6 +182,26 @@ class OfflineCEL:
     def _prior(self) -> int | None:
         return 0 if self.config.prior_max_count >= 0 else None
 
+    @torch.no_grad()
+    def start_biases(self, train: Interactions) -> None:
+        """Every bias starts at the biases-only model's: the global bias, full tables' bias
+        column, clustered tables' own biases (their rows' bias column at 0), or without own
+        biases the members' mean in each cluster row."""
+        users, items = self.rec.user_table, self.rec.item_table
+        mu, bu, bi = baseline_biases(train, users.num_entities, items.num_entities,
+                                     self.config.bias_start_prior)
+        self.rec.model.global_bias.fill_(mu)
+        for table, b in ((users, bu), (items, bi)):
+            if isinstance(table, FullEmbedding):
+                table.weight[:, -1] = b
+            elif isinstance(table, ClusteredEmbedding) and table.bias is not None:
+                table.bias.copy_(b)
+                table.weight[:, -1] = 0
+            elif isinstance(table, ClusteredEmbedding):
+                rows = table.assignment.long()
+                total = torch.zeros(table.max_clusters).index_add_(0, rows, b)
+                table.weight[:, -1] = total / table.counts.clamp(min=1)
+
     def start_prior(self, train: Interactions) -> None:
         """Rare entities in row 0 (the prior), the others in row 1."""
         for side in self.rec.clustered_sides():
@@ -208,23 +257,75 @@ class OfflineCEL:
                 self.cluster_step(train)
         return total / max(len(train), 1)
 
+    @torch.no_grad()
+    def _holdout_loss(self, valid: Interactions) -> float:
+        return float(self.rec.loss(self.rec.score(valid), valid.labels).mean())
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        params = {k: v.detach().clone() for k, v in self.rec.state_dict().items()}
+        return params, {s: self.rec.table(s).num_active for s in self.rec.clustered_sides()}
+
+    def _restore(self, state: tuple[dict[str, torch.Tensor], dict[str, int]]) -> None:
+        self.rec.load_state_dict(state[0])
+        for side, active in state[1].items():
+            self.rec.table(side).num_active = active
+
+    def _epochs_by_holdout(self, train: Interactions) -> int:
+        """Train a probe on all but the ``holdout`` share and return the number of epochs
+        whose model scored best on that share (0: the start); the recommender is then put
+        back as it was."""
+        initial = self._state()
+        order = torch.randperm(len(train), generator=self.generator).to(train.users.device)
+        n = max(1, int(self.config.holdout * len(train)))
+        probe = OfflineCEL(self.rec, replace(self.config, holdout=0.0, personal_epochs=0))
+        best = probe._run(train.subset(order[n:]), None, train.subset(order[:n]))
+        self._restore(initial)
+        return best
+
     def fit(self, train: Interactions,
             on_epoch: Callable[[int, OfflineCEL], float | None] | None = None) -> History:
-        """Run the schedule; ``on_epoch(epoch, self)`` may return a validation metric."""
+        """Run the schedule; ``on_epoch(epoch, self)`` may return a validation metric.
+
+        With a ``holdout``, the number of epochs is chosen first on a held-out share of
+        ``train`` (0 keeps the start: the biases-only model with ``bias_start_prior``), then
+        the model trains on all of ``train`` for that many epochs."""
+        if self.config.holdout > 0 and len(train) >= 20:
+            epochs = self._epochs_by_holdout(train)
+            self.config = replace(self.config, epochs=epochs)
+            self.history.best_epoch = epochs
+        self._run(train, on_epoch, None)
+        if self.config.epochs == 0:  # the biases-only start: no factor term
+            with torch.no_grad():
+                for table in (self.rec.user_table, self.rec.item_table):
+                    table.weight[:, :-1] = 0
+        return self.history
+
+    def _run(self, train: Interactions,
+             on_epoch: Callable[[int, OfflineCEL], float | None] | None,
+             valid: Interactions | None) -> int:
+        """The schedule; returns the epoch whose model scored best on ``valid`` (0: the
+        start; without ``valid``, the last)."""
         cfg, hist = self.config, self.history
         clustered = bool(self.rec.clustered_sides())
         self._start_own_priors(train)
         if clustered and self._prior is not None:
             self.start_prior(train)
+        if cfg.bias_start_prior >= 0 and self.rec.task == "rating":
+            self.start_biases(train)
+        best, best_epoch = (self._holdout_loss(valid), 0) if valid is not None else (0.0, 0)
         for epoch in range(cfg.epochs):
             hist.epoch_loss.append(self._epoch(train, 0.0, clustered))
             # the last epochs train on fixed clusters so the rows fit the final assignment
             if clustered and epoch < cfg.reassign_epochs and not self._growing():
                 self.reassign(train)
+            if valid is not None:
+                loss = self._holdout_loss(valid)
+                if loss < best:
+                    best, best_epoch = loss, epoch + 1
             self._report(epoch, on_epoch)
         if clustered and cfg.personal_epochs > 0:
             self.personalise(train, on_epoch)
-        return hist
+        return best_epoch if valid is not None else cfg.epochs
 
     def personalise(self, train: Interactions,
                     on_epoch: Callable[[int, OfflineCEL], float | None] | None = None) -> None:

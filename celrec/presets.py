@@ -66,6 +66,12 @@ class Preset(BaseModel):
                                     description="shrinkage of the extra weights towards 0")
     extra_rows_min_count: int = Field(20, ge=0,
                                       description="entities with fewer interactions get none")
+    bias_start_prior: float = Field(
+        -1.0, ge=-1, description="before training, fit the biases-only model with this count "
+                                 "prior and start every bias from it (ratings; -1: off)")
+    holdout: float = Field(
+        0.0, ge=0, lt=1, description="share of the training data held out to keep the best "
+                                     "epoch (the biases-only start included; 0: off)")
     personal_epochs: int = Field(
         0, ge=0, description="cel: epochs of own vectors on fixed clusters after training "
                              "(the cel+personal variant; 0: off)")
@@ -87,6 +93,7 @@ class Preset(BaseModel):
             entity_scale_prior=self.entity_scale_prior,
             extra_rows_prior=self.extra_rows_prior,
             extra_rows_min_count=self.extra_rows_min_count,
+            bias_start_prior=self.bias_start_prior, holdout=self.holdout,
             personal_epochs=self.personal_epochs, personal_l2=self.personal_l2, seed=seed)
 
     def extra_rows_for(self, protocol: str) -> int:
