@@ -68,9 +68,9 @@ class TrainConfig:
     # alternating shrunk means, this prior as a count) and start every table's biases from
     # it, so the factor term learns what the biases leave (squared loss only); -1: off
     bias_start_prior: float = -1.0
-    # > 0: this share of the training interactions is held out; the model is scored on it
-    # before training and after each epoch, and the best of these states is kept (the
-    # biases-only start included), so the factor term stops where it starts to overfit
+    # > 0: this share of the training interactions is held out to choose the number of
+    # epochs (0 included: the start alone) and, with ``bias_start_prior`` >= 0, whether to
+    # start from the biases-only model; then the model trains on all the data (see ``fit``)
     holdout: float = 0.0
 
 
@@ -270,31 +270,38 @@ class OfflineCEL:
         for side, active in state[1].items():
             self.rec.table(side).num_active = active
 
-    def _epochs_by_holdout(self, train: Interactions) -> int:
-        """Train a probe on all but the ``holdout`` share and return the number of epochs
-        whose model scored best on that share (0: the start); the recommender is then put
-        back as it was."""
+    def _probe(self, part: Interactions, valid: Interactions, bias_start: float
+               ) -> tuple[float, int]:
+        """Train a probe on ``part`` and return its best loss on ``valid`` and the epoch it
+        was reached at (0: the start); the recommender is then put back as it was."""
         initial = self._state()
-        order = torch.randperm(len(train), generator=self.generator).to(train.users.device)
-        n = max(1, int(self.config.holdout * len(train)))
-        probe = OfflineCEL(self.rec, replace(self.config, holdout=0.0, personal_epochs=0))
-        best = probe._run(train.subset(order[n:]), None, train.subset(order[:n]))
+        config = replace(self.config, holdout=0.0, personal_epochs=0,
+                         bias_start_prior=bias_start)
+        probe = OfflineCEL(self.rec, config)
+        result = probe._run(part, None, valid)
         self._restore(initial)
-        return best
+        return result
 
     def fit(self, train: Interactions,
             on_epoch: Callable[[int, OfflineCEL], float | None] | None = None) -> History:
         """Run the schedule; ``on_epoch(epoch, self)`` may return a validation metric.
 
-        With a ``holdout``, the number of epochs is chosen first on a held-out share of
-        ``train`` (0 keeps the start: the biases-only model with ``bias_start_prior``), then
-        the model trains on all of ``train`` for that many epochs."""
-        if self.config.holdout > 0 and len(train) >= 20:
-            epochs = self._epochs_by_holdout(train)
-            self.config = replace(self.config, epochs=epochs)
+        With a ``holdout``, a held-out share of ``train`` chooses the number of epochs and,
+        when ``bias_start_prior`` >= 0, whether to start from the biases-only model (the
+        start that scores better there); 0 epochs keeps the start alone. The model then
+        trains on all of ``train`` with that choice."""
+        cfg = self.config
+        if cfg.holdout > 0 and len(train) >= 20:
+            order = torch.randperm(len(train), generator=self.generator).to(train.users.device)
+            n = max(1, int(cfg.holdout * len(train)))
+            part, valid = train.subset(order[n:]), train.subset(order[:n])
+            starts = [-1.0] + ([cfg.bias_start_prior] if cfg.bias_start_prior >= 0 else [])
+            probes = [(*self._probe(part, valid, start), start) for start in starts]
+            _, epochs, start = min(probes)
+            self.config = replace(cfg, epochs=epochs, bias_start_prior=start)
             self.history.best_epoch = epochs
         self._run(train, on_epoch, None)
-        if self.config.epochs == 0:  # the biases-only start: no factor term
+        if self.config.epochs == 0:  # the start alone: no factor term
             with torch.no_grad():
                 for table in (self.rec.user_table, self.rec.item_table):
                     table.weight[:, :-1] = 0
@@ -302,9 +309,9 @@ class OfflineCEL:
 
     def _run(self, train: Interactions,
              on_epoch: Callable[[int, OfflineCEL], float | None] | None,
-             valid: Interactions | None) -> int:
-        """The schedule; returns the epoch whose model scored best on ``valid`` (0: the
-        start; without ``valid``, the last)."""
+             valid: Interactions | None) -> tuple[float, int]:
+        """The schedule; returns the best loss on ``valid`` and the epoch it was reached at
+        (0: the start; without ``valid``: inf and the last epoch)."""
         cfg, hist = self.config, self.history
         clustered = bool(self.rec.clustered_sides())
         self._start_own_priors(train)
@@ -325,7 +332,9 @@ class OfflineCEL:
             self._report(epoch, on_epoch)
         if clustered and cfg.personal_epochs > 0:
             self.personalise(train, on_epoch)
-        return best_epoch if valid is not None else cfg.epochs
+        if valid is None:
+            return float("inf"), cfg.epochs
+        return best, best_epoch
 
     def personalise(self, train: Interactions,
                     on_epoch: Callable[[int, OfflineCEL], float | None] | None = None) -> None:

@@ -67,11 +67,13 @@ class Preset(BaseModel):
     extra_rows_min_count: int = Field(20, ge=0,
                                       description="entities with fewer interactions get none")
     bias_start_prior: float = Field(
-        -1.0, ge=-1, description="before training, fit the biases-only model with this count "
-                                 "prior and start every bias from it (ratings; -1: off)")
+        5.0, ge=-1, description="ratings: the biases-only model (this count as its prior) is "
+                                "a candidate start for every bias, taken when the holdout "
+                                "prefers it (-1: never)")
     holdout: float = Field(
-        0.0, ge=0, lt=1, description="share of the training data held out to keep the best "
-                                     "epoch (the biases-only start included; 0: off)")
+        0.1, ge=0, lt=1, description="share of the training data held out to choose the "
+                                     "epochs (0: the start alone) and the start; the model "
+                                     "then trains on all of it (0: off, all epochs)")
     personal_epochs: int = Field(
         0, ge=0, description="cel: epochs of own vectors on fixed clusters after training "
                              "(the cel+personal variant; 0: off)")

@@ -58,6 +58,9 @@ def test_the_preset_holds_the_validated_choices() -> None:
     assert preset.entity_bias and preset.entity_bias_prior > 0
     assert preset.entity_scale and preset.entity_scale_prior > 0
     assert preset.extra_rows_for("random") == 5 and preset.extra_rows_for("stream") == 0
+    # the biases-only floor: a held-out share picks the epochs and the start
+    assert 0 < preset.holdout < 0.5 and preset.bias_start_prior >= 0
+    assert preset.train_config().holdout == preset.holdout
 
 
 def test_a_preset_file_changes_fields_and_rejects_unknown_ones(tmp_path: Path) -> None:
