@@ -111,10 +111,13 @@ def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(make_settings
     log_path = tmp_path / "trainer.log"
     trainer = start_trainer(settings, log_path)
     try:
-        # the stream arrives at ~1500 events/s while the trainer works through it
+        # the stream arrives at ~1500 events/s while the trainer works through it; it starts
+        # once the trainer is up (on a loaded machine its start-up can outlast the stream)
+        send([make_event(k) for k in range(100)])
+        wait_until(lambda: progress().events_applied >= 100, 90, "trainer started")
         feeder = threading.Thread(target=lambda: [
             (send([make_event(k) for k in range(s, s + 100)]), time.sleep(0.066))
-            for s in range(0, n, 100)], daemon=True)
+            for s in range(100, n, 100)], daemon=True)
         feeder.start()
         wait_until(lambda: progress().events_applied >= 600, 90, "trainer applying events")
         trainer.send_signal(signal.SIGKILL)
