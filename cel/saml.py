@@ -155,11 +155,19 @@ class Branch(nn.Module):
 
 
 class SAML(nn.Module):
-    def __init__(self, config: SAMLConfig, device: str | torch.device = "cpu") -> None:
+    """``tables``: the global user and item tables of a trained shared model (its rows
+    ``[embedding, bias]``, ``dim + 1`` wide) to build on instead of new ones; the caller
+    then passes that model's logit as ``base`` (see ``forward``)."""
+
+    def __init__(self, config: SAMLConfig, device: str | torch.device = "cpu",
+                 tables: tuple[nn.Module, nn.Module] | None = None) -> None:
         super().__init__()
         self.config = cfg = config
-        self.user_table = self._table(cfg.num_users, cfg.user_clusters, device)
-        self.item_table = self._table(cfg.num_items, cfg.item_clusters, device)
+        if tables is not None:
+            self.user_table, self.item_table = tables
+        else:
+            self.user_table = self._table(cfg.num_users, cfg.user_clusters, device)
+            self.item_table = self._table(cfg.num_items, cfg.item_clusters, device)
         self.user_scenario = ScenarioTable(self.user_table, cfg.max_branches,
                                            cfg.scenario_init_std)
         self.item_scenario = ScenarioTable(self.item_table, cfg.max_branches,
@@ -238,13 +246,16 @@ class SAML(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, scenarios: torch.Tensor,
                 context: torch.Tensor | None = None, history: torch.Tensor | None = None,
-                history_mask: torch.Tensor | None = None, branches: bool = True
-                ) -> SAMLOutput:
+                history_mask: torch.Tensor | None = None, branches: bool = True,
+                base: torch.Tensor | None = None) -> SAMLOutput:
         """``history``: (B, L) item ids of the user's recent items, ``history_mask`` (B, L)
         True at real steps (padding ids may be any valid id); (1, L) for both: one history
         shared by the whole batch. ``branches=False``: the
         auxiliary network alone (``logit`` is the auxiliary logit), e.g. to score the global
-        assignment cheaply."""
+        assignment cheaply. ``base``: (B,) logits of a trained shared model; the auxiliary
+        logit is then that logit plus the auxiliary network's deviation (after
+        ``start_from_base`` every deviation starts at exactly zero: SAML starts as the
+        shared model)."""
         cfg = self.config
         (u, ub), (i, ib) = _split_bias(self.user_table(users)), _split_bias(self.item_table(items))
         ctx = [table(context[:, k]) for k, table in enumerate(self.context)]
@@ -267,7 +278,10 @@ class SAML(nn.Module):
             aux_states.append(h)
         fields = torch.stack([u, i, *ctx], dim=1)  # FM second order over the global fields
         fm = 0.5 * (fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)).sum(dim=1)
-        aux_logit = self.aux_head(h).squeeze(1) + fm + ub + ib
+        if base is not None:  # the shared model already has its FM and first-order terms
+            aux_logit = base + self.aux_head(h).squeeze(1)
+        else:
+            aux_logit = self.aux_head(h).squeeze(1) + fm + ub + ib
 
         states, deltas = [], []
         for k in range(self.num_branches if branches else 0):
@@ -335,6 +349,14 @@ class SAML(nn.Module):
             out[rows] = (branch.head(torch.cat([mixed, aux_state[rows]], dim=1)).squeeze(1)
                          + deltas[rows, j])
         return out
+
+    @torch.no_grad()
+    def start_from_base(self) -> None:
+        """Zero the auxiliary and branch heads: with a ``base`` logit the model's output is
+        exactly the shared model's until training moves them."""
+        for head in [self.aux_head, *(b.head for b in self.branches)]:
+            head.weight.zero_()
+            head.bias.zero_()
 
     # -- training helpers --------------------------------------------------------------
     def loss(self, out: SAMLOutput, labels: torch.Tensor) -> torch.Tensor:

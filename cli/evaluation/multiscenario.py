@@ -25,11 +25,12 @@ from cel.clusters import reassign_by_trial
 from cel.grad_split import GradientSplitter
 from cel.interactions import Interactions
 from cel.metrics import auc
+from cel.offline import OfflineCEL
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
 from cel.tables import ClusteredEmbedding
 from celrec.presets import Preset
-from cli.evaluation.runner import _result, earlier_counts
+from cli.evaluation.runner import RunSpec, _result, earlier_counts, recommender_for
 
 MS_METHODS = ("saml", "shared", "separate")
 
@@ -45,6 +46,7 @@ class MSData:
     context: torch.Tensor | None = None  # (n, F)
     history: torch.Tensor | None = None  # (n, L) item ids
     history_mask: torch.Tensor | None = None  # (n, L) True at real steps
+    base: torch.Tensor | None = None  # (n,) a trained shared model's logits (SAML's base)
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
@@ -55,7 +57,7 @@ class MSData:
 
         return MSData(self.users[index], self.items[index], self.scenarios[index],
                       self.labels[index], pick(self.context), pick(self.history),
-                      pick(self.history_mask))
+                      pick(self.history_mask), pick(self.base))
 
 
 @dataclass
@@ -127,7 +129,7 @@ class _SAMLFit(_Fitted):
 
     def _out(self, b: MSData, branches: bool = True):
         return self.module(b.users, b.items, b.scenarios, b.context, b.history, b.history_mask,
-                           branches=branches)
+                           branches=branches, base=b.base)
 
     def loss(self, b: MSData) -> torch.Tensor:
         return self.module.loss(self._out(b), b.labels)
@@ -141,7 +143,13 @@ class _SAMLFit(_Fitted):
                 + self.module.config.aux_weight * bce(out.aux_logit, b.labels, reduction="none"))
 
     def tables(self) -> dict[str, ClusteredEmbedding]:
+        if self.on_base:  # the shared model's clusters, already optimised: kept as they are
+            return {}
         return self.module.clustered_tables()
+
+    @property
+    def on_base(self) -> bool:
+        return not self.module.user_table.weight.requires_grad
 
     @torch.no_grad()
     def predict(self, b: MSData) -> torch.Tensor:
@@ -149,6 +157,8 @@ class _SAMLFit(_Fitted):
 
     def splitters(self, optimizer: torch.optim.Optimizer, every: int) -> list[GradientSplitter]:
         model: SAML = self.module
+        if self.on_base:
+            return []
         return [GradientSplitter(t, every, optimizer,
                                  lambda p, c, s=side: model.on_split(s, p, c))
                 for side, t in model.clustered_tables().items()]
@@ -192,7 +202,9 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def build_saml(task: MSTask, spec: MSSpec) -> _SAMLFit:
+def build_saml(task: MSTask, spec: MSSpec, base: Recommender | None = None) -> _SAMLFit:
+    """``base``: a trained shared model whose tables SAML builds on (frozen, with their
+    clusters) and whose logit it starts from (``task``'s data must carry it in ``base``)."""
     torch.manual_seed(spec.seed)
     cfg = SAMLConfig(num_users=task.num_users, num_items=task.num_items, dim=spec.dim,
                      user_clusters=spec.clusters, item_clusters=spec.clusters, table=spec.table,
@@ -202,6 +214,12 @@ def build_saml(task: MSTask, spec: MSSpec) -> _SAMLFit:
                      use_history=task.train.history is not None,
                      scenario_rows=(spec.table == "cel" if spec.scenario_rows is None
                                     else spec.scenario_rows))
+    if base is not None:
+        for p in base.parameters():
+            p.requires_grad_(False)
+        model = SAML(cfg, tables=(base.user_table, base.item_table))
+        model.start_from_base()
+        return _SAMLFit(model, spec.saml_reassign_by)
     model = SAML(cfg)
     # The stream protocol has no training part: start from one half, as the stream learns.
     start = _logit(float(task.train.labels.mean())) if len(task.train.labels) else 0.0
@@ -242,17 +260,28 @@ def predict_all(fitted: _Fitted, data: MSData, chunk: int = 8192) -> torch.Tenso
 
 
 def fit(fitted: _Fitted, train: MSData, spec: MSSpec,
-        on_epoch: Callable[[int, _Fitted], None] | None = None) -> dict:
-    """Train ``spec.epochs`` epochs, keep the epoch with the best validation AUC;
-    ``on_epoch(epoch, fitted)`` is called after each epoch's reassignment (diagnostics)."""
+        on_epoch: Callable[[int, _Fitted], None] | None = None,
+        valid: MSData | None = None) -> dict:
+    """Train ``spec.epochs`` epochs, keep the epoch with the best validation AUC (on
+    ``valid``, else on ``spec.valid_fraction`` of ``train``); ``on_epoch(epoch, fitted)`` is
+    called after each epoch's reassignment (diagnostics)."""
     gen = torch.Generator().manual_seed(spec.seed)
-    perm = torch.randperm(len(train), generator=gen)
-    n_valid = int(len(train) * spec.valid_fraction) if len(train) >= 20 else 0
-    valid, learn = train.subset(perm[:n_valid]), train.subset(perm[n_valid:])
+    if valid is None:
+        perm = torch.randperm(len(train), generator=gen)
+        n_valid = int(len(train) * spec.valid_fraction) if len(train) >= 20 else 0
+        valid, learn = train.subset(perm[:n_valid]), train.subset(perm[n_valid:])
+    else:
+        n_valid, learn = len(valid), train
     optimizer = torch.optim.Adam(fitted.module.parameters(), lr=spec.lr,
                                  weight_decay=spec.weight_decay)
     splitters = fitted.splitters(optimizer, spec.split_every)
-    best, best_auc, curve, steps = None, -1.0, [], 0
+    best, best_auc, curve, steps, best_epoch = None, -1.0, [], 0, None
+    if n_valid and isinstance(fitted, _SAMLFit) and fitted.on_base:
+        # the start is exactly the shared model: a candidate like every epoch, so SAML
+        # keeps it where its branches do not beat it on held-out data
+        fitted.module.eval()
+        best_auc = auc(predict_all(fitted, valid), valid.labels) or -1.0
+        best, best_epoch = _snapshot(fitted.module), 0
     try:
         for epoch in range(spec.epochs):
             fitted.module.train()
@@ -279,13 +308,13 @@ def fit(fitted: _Fitted, train: MSData, spec: MSSpec,
                 value = -1.0 if value is None else value
                 curve.append(value)
                 if value > best_auc:
-                    best_auc, best = value, _snapshot(fitted.module)
+                    best_auc, best, best_epoch = value, _snapshot(fitted.module), epoch + 1
     finally:
         for s in splitters:
             s.close()
     if best is not None:
         _restore(fitted.module, best)
-    return {"valid_auc": curve, "best_epoch": curve.index(max(curve)) + 1 if curve else None}
+    return {"valid_auc": curve, "best_epoch": best_epoch}
 
 
 def reassign(fitted: _Fitted, data: MSData, spec: MSSpec, gen: torch.Generator) -> int:
@@ -363,6 +392,53 @@ def stream(fitted: _Fitted, data: MSData, spec: MSSpec) -> torch.Tensor:
     return torch.cat(preds) if preds else torch.empty(0)
 
 
+def shared_deepfm(prep, table: str, args, preset: Preset,
+                  train: Interactions | None = None) -> Recommender:
+    """The shared DeepFM of ``celrec eval --model deepfm --side both --methods TABLE`` on
+    the same data (the scenario is its first context field), trained by the offline
+    trainer with the preset on ``train`` (default: the training part)."""
+    spec = RunSpec(methods=(table,), model="deepfm", dim=args.dim, clusters=args.clusters,
+                   side="both", protocol=args.protocol, device="cpu", seed=args.seed,
+                   preset=preset)
+    rec = recommender_for(table, prep, spec)
+    OfflineCEL(rec, spec.train).fit(prep.train if train is None else train)
+    rec.eval()
+    return rec
+
+
+def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec,
+                   convert: Callable[[Interactions, Recommender | None], MSData]
+                   ) -> tuple[torch.Tensor, int, MSTask]:
+    """SAML offline, on the shared DeepFM (``shared_deepfm``): its test predictions, memory
+    and the task (test part) they are for.
+
+    SAML learns its scenario deviations where they can be checked: on a shared model
+    trained on all but ``spec.valid_fraction`` of the training data, scored on the rest
+    after each epoch, the start (no deviation) included. The prediction is the shared
+    model trained on all the training data plus that deviation. (On the shared model's own
+    training data the deviations would chase that model's training fit instead.)"""
+    gen = torch.Generator().manual_seed(spec.seed)
+    order = torch.randperm(len(prep.train), generator=gen)
+    n_valid = max(1, int(spec.valid_fraction * len(prep.train)))
+    part, held = prep.train.subset(order[n_valid:]), prep.train.subset(order[:n_valid])
+    scenarios = prep.context_cardinalities[0] if prep.context_cardinalities else 1
+    probe_base = shared_deepfm(prep, table, args, preset, part)
+    task = MSTask(convert(part, probe_base), convert(held, probe_base), prep.num_users,
+                  prep.num_items, scenarios)
+    fitted = build_saml(task, spec, probe_base)
+    fit(fitted, task.train, spec, valid=task.test)
+    test = convert(prep.test, probe_base)
+    deviation = torch.logit(predict_all(fitted, test).double(), eps=1e-7) - test.base.double()
+    base = shared_deepfm(prep, table, args, preset)
+    with torch.no_grad():
+        shared = base.score(prep.test).double()
+    pred = torch.sigmoid(shared + deviation).float()
+    test.base = shared.float()  # the shared model's own logits, for the report
+    memory = fitted.module.memory_bytes() + base.user_table.memory_bytes() \
+        + base.item_table.memory_bytes()
+    return pred, memory, MSTask(task.train, test, prep.num_users, prep.num_items, scenarios)
+
+
 def cli_report(args, preset: Preset) -> dict:
     """``celrec eval --model saml``: the scenario is the CSV's ``scenario`` column (else one)."""
     from cli.evaluation.protocols import prepare
@@ -372,11 +448,15 @@ def cli_report(args, preset: Preset) -> dict:
     if prep.task != "binary":
         raise ValueError("--model saml needs binary labels (clicks)")
 
-    def convert(x: Interactions) -> MSData:
+    def convert(x: Interactions, base: Recommender | None = None) -> MSData:
         # The stream protocol's empty training part carries a 1-d empty context.
         has = x.context is not None and x.context.ndim == 2 and x.context.shape[1] > 0
         scen = x.context[:, 0] if has else torch.zeros_like(x.users)
-        return MSData(x.users, x.items, scen, x.labels)
+        logits = None
+        if base is not None:
+            with torch.no_grad():
+                logits = base.score(x)
+        return MSData(x.users, x.items, scen, x.labels, base=logits)
 
     scenarios = prep.context_cardinalities[0] if prep.context_cardinalities else 1
     task = MSTask(convert(prep.train), convert(prep.test), prep.num_users, prep.num_items,
@@ -389,15 +469,14 @@ def cli_report(args, preset: Preset) -> dict:
                       epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr,
                       seed=args.seed,
                       max_branches=max(scenarios, 1))
-        fitted = build_saml(task, spec)
         clock = time.perf_counter()
         if args.protocol == "stream":
+            fitted = build_saml(task, spec)
             pred, data = stream(fitted, task.test, spec), task.test
-            events = len(data)
+            events, memory = len(data), fitted.module.memory_bytes()
         else:
-            fit(fitted, task.train, spec)
-            pred, data, events = predict_all(fitted, task.test), task.test, len(task.train)
-            events *= spec.epochs
+            pred, memory, run = saml_on_shared(prep, table, args, preset, spec, convert)
+            data, events = run.test, len(prep.train) * spec.epochs
         seconds = time.perf_counter() - clock
         if args.protocol == "stream":  # cold buckets: earlier events of the stream
             u_counts, i_counts = earlier_counts(data.users), earlier_counts(data.items)
@@ -406,9 +485,11 @@ def cli_report(args, preset: Preset) -> dict:
             i_counts = torch.bincount(task.train.items, minlength=prep.num_items)[data.items]
         full = full_bytes(prep.num_users, prep.num_items, spec.dim, "both")
         result = _result(table, pred, Interactions(data.users, data.items, data.labels),
-                         "binary", u_counts, i_counts, fitted.module.memory_bytes(), full,
+                         "binary", u_counts, i_counts, memory, full,
                          events, seconds, [], [])
         result["scenarios"] = per_scenario(pred, data, scenarios)
+        if data.base is not None:  # the shared model alone, for comparison
+            result["shared"] = per_scenario(torch.sigmoid(data.base), data, scenarios)
         results.append(result)
     return {"dataset": args.data or f"{args.train} | {args.test}", "protocol": args.protocol,
             "task": "binary", "model": "saml", "side": "both", "clusters": args.clusters,

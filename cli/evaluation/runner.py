@@ -97,7 +97,8 @@ def _cluster_sizes(rec: Recommender, side: str) -> list[int]:
     return table.counts[:table.num_active].tolist()
 
 
-def _recommender(method: str, prep: Prepared, spec: RunSpec) -> Recommender:
+def recommender_for(method: str, prep: Prepared, spec: RunSpec) -> Recommender:
+    """The untrained recommender of ``method`` under ``spec``, global bias at the mean."""
     dim = spec.dim
     if method == "bias":
         method, dim = "full", 0
@@ -114,7 +115,7 @@ def _recommender(method: str, prep: Prepared, spec: RunSpec) -> Recommender:
 
 
 def run_offline(method: str, prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
-    rec = _recommender(method, prep, spec)
+    rec = recommender_for(method, prep, spec)
     dev = resolve_device(spec.device)
     train, test = prep.train.to(dev), prep.test.to(dev)
     curve: list[float] = []
@@ -175,7 +176,7 @@ def stream_cluster_step(rec: Recommender, window: Interactions, cfg: TrainConfig
 
 def run_stream(method: str, prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
     """Progressive validation: predict each batch, then learn from it."""
-    rec = _recommender(method, prep, spec)
+    rec = recommender_for(method, prep, spec)
     dev = resolve_device(spec.device)
     events = prep.test.to(dev)
     cfg = spec.train

@@ -109,6 +109,10 @@ def test_cli_saml_reads_the_scenario_column(tmp_path: Path,
     assert report["model"] == "saml" and [r["method"] for r in report["results"]] == [
         "cel", "full"]
     assert set(report["results"][0]["scenarios"]) == {"all", "0", "1"}
+    # offline SAML builds on the shared DeepFM and reports it beside its own AUC
+    for result in report["results"]:
+        assert set(result["shared"]) == {"all", "0", "1"}
+        assert 0 <= result["shared"]["all"]["auc"] <= 1
 
 
 def test_cli_saml_streams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

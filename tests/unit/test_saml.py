@@ -165,3 +165,22 @@ def test_one_shared_history_scores_as_the_same_history_per_sample() -> None:
                     torch.zeros_like(mask))
     assert torch.allclose(shared.logit, repeated.logit, atol=1e-5)
     assert not torch.allclose(shared.logit, empty.logit, atol=1e-4)  # the history counts
+
+
+def test_on_a_shared_model_saml_starts_exactly_as_that_model() -> None:
+    from cel.build import make_recommender
+
+    base = make_recommender("cel", 30, 40, "deepfm", 8, "both", clusters=4, task="binary",
+                            device="cpu", context_cardinalities=(2,))
+    cfg = SAMLConfig(num_users=30, num_items=40, dim=8, user_clusters=4, item_clusters=4,
+                     num_scenarios=2, max_branches=2, hidden=(16, 8))
+    model = SAML(cfg, tables=(base.user_table, base.item_table))
+    model.start_from_base()
+    assert model.user_table is base.user_table  # its tables and clusters, not new ones
+    b = _batch(16, 1)
+    logits = torch.randn(16)
+    out = model(b["users"], b["items"], b["scenarios"], base=logits)
+    assert torch.allclose(out.logit, logits) and torch.allclose(out.aux_logit, logits)
+    out.logit.sum().backward()  # the heads learn from there
+    assert model.aux_head.weight.grad is not None
+    assert model.aux_head.weight.grad.abs().sum() > 0
