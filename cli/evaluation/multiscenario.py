@@ -24,7 +24,7 @@ from cel.build import full_bytes, make_recommender
 from cel.clusters import reassign_by_trial
 from cel.grad_split import GradientSplitter
 from cel.interactions import Interactions
-from cel.metrics import auc
+from cel.metrics import auc, logloss
 from cel.offline import OfflineCEL
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
@@ -429,6 +429,19 @@ def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec,
     fit(fitted, task.train, spec, valid=task.test)
     test = convert(prep.test, probe_base)
     deviation = torch.logit(predict_all(fitted, test).double(), eps=1e-7) - test.base.double()
+    # per scenario, the deviation stays only where it raised the held-out AUC and lowered
+    # the held-out log loss (a deviation that only re-ranks within its scenario can still
+    # shift its scores against the other scenarios')
+    held = task.test
+    held_pred, shared_pred = predict_all(fitted, held), torch.sigmoid(held.base)
+    for k in range(scenarios):
+        mine = held.scenarios == k
+        labels = held.labels[mine]
+        own, plain = auc(held_pred[mine], labels), auc(shared_pred[mine], labels)
+        better = own is not None and plain is not None and own > plain
+        better = better and logloss(held_pred[mine], labels) < logloss(shared_pred[mine], labels)
+        if not better:
+            deviation[test.scenarios == k] = 0.0
     base = shared_deepfm(prep, table, args, preset)
     with torch.no_grad():
         shared = base.score(prep.test).double()
