@@ -103,7 +103,7 @@ def inapplicable(args: argparse.Namespace, methods: tuple[str, ...]) -> list[str
 
     if changed("side") and args.model in ("saml", "dupn"):
         notes.append(f"--side: --model {args.model} clusters both sides")
-    if changed("clusters") and not ({"cel", "cel-online", "celrec"} & set(methods)):
+    if changed("clusters") and not ({"cel", "celrec"} & set(methods)):
         notes.append(f"--clusters: no clustered method among {','.join(methods)}")
     if (args.train or args.test) and args.protocol != "folds":
         notes.append(f"--train/--test: used by --protocol folds, not {args.protocol}")

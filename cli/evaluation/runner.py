@@ -21,7 +21,7 @@ from cli.evaluation.protocols import Prepared
 
 # "bias": global, user and item biases only (full tables of width 1, no interaction term),
 # the floor every factor model should reach
-ALL_METHODS = ("full", "hash", "dhash", "cel", "bias", "cel-online", "celrec")
+ALL_METHODS = ("full", "hash", "dhash", "cel", "bias", "celrec")
 SERVED_CHUNK = 200  # events scored, then learnt, at a time: the API protocol's chunk
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
@@ -43,7 +43,6 @@ class RunSpec:
     preset: Preset = field(default_factory=Preset)  # every training default
     stream_batch: int = 256
     stream_window: int = 20_000  # recent events CEL's cluster steps see in a stream
-    online: dict = field(default_factory=dict)  # OnlineCELConfig overrides for cel-online
 
     @property
     def train(self) -> TrainConfig:
@@ -54,10 +53,6 @@ class RunSpec:
         return self.preset.extra_rows_for(self.protocol)
 
 
-# cel-online on ratings (squared loss): OnlineCELConfig's defaults are for click logloss;
-# chosen on validation splits carved from u1.base and u3.base (never on a test file)
-# (lr 0.02-0.06, l2 1e-5-0.2, init_std 0.1/0.3, margin 0-0.05, reassign_min_history 3/8)
-ONLINE_RATING: dict = {"lr": 0.02, "l2": 0.05, "init_std": 0.1, "margin": 0.02}
 
 
 def _counts(ids: torch.Tensor, n: int) -> torch.Tensor:
@@ -220,73 +215,6 @@ def run_stream(method: str, prep: Prepared, spec: RunSpec, progress: Progress | 
                    n, seconds, curve, _cluster_sizes(rec, side), _table_bytes(rec, spec.side))
 
 
-def run_online(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
-    """``cel-online`` through ``cel.online.OnlineCEL`` (one pass per epoch; stream: one pass)."""
-    try:
-        from cel.online import OnlineCEL, OnlineCELConfig
-    except ImportError as exc:  # the module belongs to another component
-        raise MethodUnavailable(f"cel-online is not available: {exc}") from exc
-    from cel.models import build_model
-
-    width = spec.dim + 1
-    cfg = OnlineCELConfig(
-        dim=spec.dim, user_clusters=spec.clusters, item_clusters=spec.clusters,
-        cluster_users=spec.side in ("user", "both"), cluster_items=spec.side in ("item", "both"),
-        loss="logloss" if prep.task == "binary" else "mse", seed=spec.seed,
-        state_capacity=max(prep.num_users, prep.num_items, 1),  # bounded per-entity state
-        initial_capacity=max(prep.num_users, prep.num_items, 1),
-        **{**(ONLINE_RATING if prep.task == "rating" else {}), **spec.online})
-    model = build_model(spec.model, spec.dim, ())
-    with torch.no_grad():
-        mean = min(max(prep.label_mean, 1e-3), 1 - 1e-3)
-        model.global_bias.fill_(math.log(mean / (1 - mean)) if prep.task == "binary"
-                                else prep.label_mean)
-    online = OnlineCEL(cfg, spec.device, interaction=model)
-    stream = spec.protocol == "stream"
-    batch_size = spec.stream_batch if stream else spec.train.batch_size
-    gen = torch.Generator().manual_seed(spec.seed)
-    source = prep.test if stream else prep.train
-    passes = 1 if stream else spec.train.epochs
-    preds: list[torch.Tensor] = []
-    u_counts, i_counts, curve = [], [], []
-    u_seen = torch.zeros(prep.num_users, dtype=torch.long)
-    i_seen = torch.zeros(prep.num_items, dtype=torch.long)
-    seconds, events = 0.0, 0
-    for epoch in range(passes):
-        order = torch.arange(len(source)) if stream else torch.randperm(len(source), generator=gen)
-        for start in range(0, len(source), batch_size):
-            batch = source.subset(order[start:start + batch_size])
-            if stream:
-                preds.append(online.predict(batch.users, batch.items).cpu())
-                u_counts.append(u_seen[batch.users].clone())
-                i_counts.append(i_seen[batch.items].clone())
-                u_seen += _counts(batch.users, prep.num_users)
-                i_seen += _counts(batch.items, prep.num_items)
-            clock = time.perf_counter()
-            online.step(batch.users, batch.items, batch.labels)
-            seconds += time.perf_counter() - clock
-            events += len(batch)
-        if not stream:
-            pred = online.predict(prep.test.users, prep.test.items).cpu()
-            value = _metric(pred, prep.test.labels, prep.task)
-            if value is not None:
-                curve.append(value)
-        if progress:
-            progress("cel-online", epoch + 1, passes)
-    if stream:
-        pred, u_count, i_count = torch.cat(preds), torch.cat(u_counts), torch.cat(i_counts)
-    else:
-        pred = online.predict(prep.test.users, prep.test.items).cpu()
-        u_count = _counts(prep.train.users, prep.num_users)[prep.test.users]
-        i_count = _counts(prep.train.items, prep.num_items)[prep.test.items]
-    full = full_bytes(prep.num_users, prep.num_items, width, spec.side)
-    side = "item" if spec.side == "both" else spec.side
-    sizes = online.cluster_sizes(side).tolist() if spec.side in (side, "both") else []
-    return _result("cel-online", pred, source if stream else prep.test, prep.task,
-                   u_count, i_count,
-                   online.memory_bytes(), full, events, seconds, curve, sizes)
-
-
 def run_served(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
     """``celrec``: the trainer's own learner with the trainer's defaults, scored through the
     served model (``cli.evaluation.served``), a chunk of events at a time: what
@@ -340,9 +268,7 @@ def evaluate(prep: Prepared, spec: RunSpec, progress: Progress | None = None) ->
     for method in spec.methods:
         if method not in ALL_METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
-        if method == "cel-online":
-            results.append(run_online(prep, spec, progress))
-        elif method == "celrec":
+        if method == "celrec":
             results.append(run_served(prep, spec, progress))
         elif spec.protocol == "stream":
             results.append(run_stream(method, prep, spec, progress))

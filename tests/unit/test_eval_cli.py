@@ -78,19 +78,6 @@ def test_binary_labels_report_auc_and_logloss(tmp_path: Path,
     assert 0 <= result["auc"] <= 1 and result["logloss"] > 0 and result["rmse"] is None
 
 
-def test_cel_online_runs_or_reports_unavailable(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    data = _csv(tmp_path / "r.csv", binary=False)
-    code = main(["--data", str(data), "--format", "csv", "--protocol", "stream", "--dim", "4",
-                 "--clusters", "4", "--methods", "cel-online", "--json", "--quiet",
-                 "--device", "cpu"])
-    out = capsys.readouterr()
-    if code == 0:
-        assert json.loads(out.out)["results"][0]["method"] == "cel-online"
-    else:
-        assert "not available" in out.err
-
-
 def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data", str(tmp_path / "none"), "--methods", "cel", "--quiet"]) == 2
     assert main(["--data", "x", "--methods", "nope"]) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import sys
@@ -10,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cel.online import OnlineCELConfig
 from celrec.presets import Preset, PresetError, load_preset
 from celrec.settings import Settings
 from cli.evaluation.cli import build_parser, inapplicable, main, spec_from_args
-from cli.evaluation.runner import ONLINE_RATING, RunSpec, evaluate
+from cli.evaluation.runner import RunSpec, evaluate
 from cli.evaluation.served import CelrecStream
 from tests.unit.random_ratings import random_prepared
 from trainer.learners import make_learner
@@ -101,13 +99,6 @@ def test_eval_warns_about_options_the_choice_ignores() -> None:
     assert any("--train" in n for n in notes("--train", "u1.base"))
     assert any("--preset" in n for n in notes("--protocol", "stream", "--methods", "celrec",
                                               "--preset", "p.json"))
-
-
-def test_online_rating_overrides_are_valid_config_fields_and_lower_the_click_lr() -> None:
-    names = {f.name for f in dataclasses.fields(OnlineCELConfig)}
-    assert set(ONLINE_RATING) <= names
-    tuned = OnlineCELConfig(loss="mse", **ONLINE_RATING)
-    assert tuned.lr < OnlineCELConfig().lr  # the click defaults stay untouched
 
 
 def test_eval_reports_the_own_scalars_in_memory_but_not_in_the_table() -> None:
