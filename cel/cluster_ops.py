@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cel.clusters import loss_moves, move, optimizer_rows, split_cluster
+from cel.clusters import KEEP_PROB, loss_moves, move, optimizer_rows, split_cluster
 from cel.interactions import Interactions
 from cel.recommender import Recommender
 
@@ -48,7 +48,7 @@ def cluster_losses(rec: Recommender, side: str, data: Interactions,
 
 
 @torch.no_grad()
-def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float = 0.31,
+def reassign(rec: Recommender, side: str, data: Interactions, keep_prob: float = KEEP_PROB,
              generator: torch.Generator | None = None, min_count: int = 0,
              closed_row: int | None = None,
              closed_max_count: int = -1) -> dict[str, int]:

@@ -21,6 +21,10 @@ import torch
 
 from cel.gpca import gpca_split
 
+# Damping of every reassignment (the reference code's): the chance that an entity which
+# could move keeps its cluster this time, so a whole group never jumps at once.
+KEEP_PROB = 0.31
+
 
 class ClusterTable(Protocol):
     """One clustered side: rows shared by clusters, a cluster per entity, member counts.
@@ -142,7 +146,7 @@ def move(table: ClusterTable, ids: torch.Tensor, targets: torch.Tensor,
 @torch.no_grad()
 def reassign_by_trial(table: ClusterTable, ids: torch.Tensor,
                       sample_losses: Callable[[], torch.Tensor],
-                      generator: torch.Generator | None = None, keep_prob: float = 0.31,
+                      generator: torch.Generator | None = None, keep_prob: float = KEEP_PROB,
                       candidates: int | None = None, extra: Iterable[int] = ()
                       ) -> torch.Tensor:
     """The loss rule for any model: move each entity of ``ids`` (one per sample of a window)

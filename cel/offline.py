@@ -20,9 +20,10 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from cel import cluster_ops
+from cel.clusters import KEEP_PROB
 from cel.interactions import Interactions
 from cel.recommender import Recommender
-from cel.tables import ClusteredEmbedding, FullEmbedding
+from cel.tables import ClusteredEmbedding, FullEmbedding, restore, snapshot
 
 
 @dataclass
@@ -34,7 +35,7 @@ class TrainConfig:
     split_every: int = 10  # steps between splits during growth
     reassign_every: int = 40  # steps between reassignments during growth (then doubles)
     reassign_epochs: int = 20  # reassign after each epoch up to this one; 0: never after growth
-    keep_prob: float = 0.31  # damping: chance an entity keeps its cluster at a reassignment
+    keep_prob: float = KEEP_PROB  # damping: chance an entity keeps its cluster at a reassignment
     cold_policy: str = "largest"  # where entities with no training data go
     personal_epochs: int = 0  # personalisation phase length (0: off)
     personal_l2: float = 1.0  # pull of own vectors towards their cluster row
@@ -261,25 +262,16 @@ class OfflineCEL:
     def _holdout_loss(self, valid: Interactions) -> float:
         return float(self.rec.loss(self.rec.score(valid), valid.labels).mean())
 
-    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        params = {k: v.detach().clone() for k, v in self.rec.state_dict().items()}
-        return params, {s: self.rec.table(s).num_active for s in self.rec.clustered_sides()}
-
-    def _restore(self, state: tuple[dict[str, torch.Tensor], dict[str, int]]) -> None:
-        self.rec.load_state_dict(state[0])
-        for side, active in state[1].items():
-            self.rec.table(side).num_active = active
-
     def _probe(self, part: Interactions, valid: Interactions, bias_start: float
                ) -> tuple[float, int]:
         """Train a probe on ``part`` and return its best loss on ``valid`` and the epoch it
         was reached at (0: the start); the recommender is then put back as it was."""
-        initial = self._state()
+        initial = snapshot(self.rec)
         config = replace(self.config, holdout=0.0, personal_epochs=0,
                          bias_start_prior=bias_start)
         probe = OfflineCEL(self.rec, config)
         result = probe._run(part, None, valid)
-        self._restore(initial)
+        restore(self.rec, initial)
         return result
 
     def fit(self, train: Interactions,

@@ -167,6 +167,25 @@ class ClusteredEmbedding(nn.Module):
         return self.weight.numel() * self.weight.element_size()
 
 
+ModelState = tuple[dict[str, torch.Tensor], dict[str, int]]
+
+
+def snapshot(module: nn.Module) -> ModelState:
+    """A copy of ``module``'s weights and buffers plus each clustered table's live cluster
+    count (a plain attribute, not in the state dict), for ``restore``."""
+    tables = {n: m.num_active for n, m in module.named_modules()
+              if isinstance(m, ClusteredEmbedding)}
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}, tables
+
+
+def restore(module: nn.Module, state: ModelState) -> None:
+    params, tables = state
+    module.load_state_dict(params)
+    for n, m in module.named_modules():
+        if n in tables:
+            m.num_active = tables[n]
+
+
 def entity_table(kind: str, num_entities: int, dim: int, max_clusters: int,
                  init_std: float, device: str | torch.device = "auto") -> nn.Module:
     """A ``"cel"`` (clustered) or ``"full"`` table, for models that offer both."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cel.clusters import KEEP_PROB
 from cel.offline import TrainConfig
 
 
@@ -37,7 +38,7 @@ class Preset(BaseModel):
     reassign_epochs: int = Field(
         15, ge=0, description="reassign after each epoch up to this one; the last epochs "
                               "train on fixed clusters")
-    keep_prob: float = Field(0.31, ge=0, le=1,
+    keep_prob: float = Field(KEEP_PROB, ge=0, le=1,
                              description="damping: the chance an entity keeps its cluster")
     prior_max_count: int = Field(
         10, ge=-1, description="entities with at most this many training interactions share "

@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from cel.clusters import move, reassign_by_trial, vote_moves
+from cel.clusters import KEEP_PROB, move, reassign_by_trial, vote_moves
 from cel.deep_serving import SequenceRows, build_network, published_weights
 from cel.grad_split import GradientSplitter
 from cel.idmap import IdMap
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 BEHAVIOURS = [e.value for e in EventType]
 STATE_BLOB = "deep.state"
 STATE_FORMAT = 1
-KEEP_PROB = 0.31  # damping: the chance an entity keeps its cluster when it could move
 VOTE_RATIO = 1.5  # a co-click vote moves an entity when another cluster is this much denser
 
 

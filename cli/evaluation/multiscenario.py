@@ -28,7 +28,7 @@ from cel.metrics import auc, logloss
 from cel.offline import OfflineCEL
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
-from cel.tables import ClusteredEmbedding
+from cel.tables import ClusteredEmbedding, restore, snapshot
 from celrec.presets import Preset
 from cli.evaluation.runner import RunSpec, _result, earlier_counts, recommender_for
 
@@ -121,11 +121,14 @@ class _SAMLFit(_Fitted):
     global representation the assignment belongs to; a fraction of the cost of running every
     branch once per candidate cluster); ``"full"``: the training loss."""
 
-    def __init__(self, module: torch.nn.Module, reassign_by: str = "full") -> None:
+    def __init__(self, module: torch.nn.Module, reassign_by: str = "full",
+                 on_base: bool = False) -> None:
         super().__init__(module)
         if reassign_by not in ("full", "aux"):
             raise ValueError(f"reassign_by must be 'full' or 'aux', got {reassign_by!r}")
         self.reassign_by = reassign_by
+        # built on a trained shared model (``build_saml(base=...)``): its tables are frozen
+        self.on_base = on_base
 
     def _out(self, b: MSData, branches: bool = True):
         return self.module(b.users, b.items, b.scenarios, b.context, b.history, b.history_mask,
@@ -146,10 +149,6 @@ class _SAMLFit(_Fitted):
         if self.on_base:  # the shared model's clusters, already optimised: kept as they are
             return {}
         return self.module.clustered_tables()
-
-    @property
-    def on_base(self) -> bool:
-        return not self.module.user_table.weight.requires_grad
 
     @torch.no_grad()
     def predict(self, b: MSData) -> torch.Tensor:
@@ -219,7 +218,7 @@ def build_saml(task: MSTask, spec: MSSpec, base: Recommender | None = None) -> _
             p.requires_grad_(False)
         model = SAML(cfg, tables=(base.user_table, base.item_table))
         model.start_from_base()
-        return _SAMLFit(model, spec.saml_reassign_by)
+        return _SAMLFit(model, spec.saml_reassign_by, on_base=True)
     model = SAML(cfg)
     # The stream protocol has no training part: start from one half, as the stream learns.
     start = _logit(float(task.train.labels.mean())) if len(task.train.labels) else 0.0
@@ -236,20 +235,6 @@ def build_deepfm(task: MSTask, spec: MSSpec, scenario_field: bool,
     with torch.no_grad():
         rec.model.global_bias.fill_(_logit(float(labels.mean())) if len(labels) else 0.0)
     return _DeepFMFit(rec, scenario_field)
-
-
-def _snapshot(module: torch.nn.Module) -> tuple[dict, dict]:
-    tables = {n: m.num_active for n, m in module.named_modules()
-              if isinstance(m, ClusteredEmbedding)}
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}, tables
-
-
-def _restore(module: torch.nn.Module, snap: tuple[dict, dict]) -> None:
-    state, tables = snap
-    module.load_state_dict(state)
-    for n, m in module.named_modules():
-        if n in tables:
-            m.num_active = tables[n]
 
 
 def predict_all(fitted: _Fitted, data: MSData, chunk: int = 8192) -> torch.Tensor:
@@ -281,7 +266,7 @@ def fit(fitted: _Fitted, train: MSData, spec: MSSpec,
         # keeps it where its branches do not beat it on held-out data
         fitted.module.eval()
         best_auc = auc(predict_all(fitted, valid), valid.labels) or -1.0
-        best, best_epoch = _snapshot(fitted.module), 0
+        best, best_epoch = snapshot(fitted.module), 0
     try:
         for epoch in range(spec.epochs):
             fitted.module.train()
@@ -308,12 +293,12 @@ def fit(fitted: _Fitted, train: MSData, spec: MSSpec,
                 value = -1.0 if value is None else value
                 curve.append(value)
                 if value > best_auc:
-                    best_auc, best, best_epoch = value, _snapshot(fitted.module), epoch + 1
+                    best_auc, best, best_epoch = value, snapshot(fitted.module), epoch + 1
     finally:
         for s in splitters:
             s.close()
     if best is not None:
-        _restore(fitted.module, best)
+        restore(fitted.module, best)
     return {"valid_auc": curve, "best_epoch": best_epoch}
 
 
@@ -392,6 +377,19 @@ def stream(fitted: _Fitted, data: MSData, spec: MSSpec) -> torch.Tensor:
     return torch.cat(preds) if preds else torch.empty(0)
 
 
+def scenario_data(x: Interactions, base: Recommender | None = None) -> MSData:
+    """``celrec eval``'s interactions as multi-scenario samples (the scenario is the first
+    context field); ``base``: a trained shared model whose logits they carry."""
+    # The stream protocol's empty training part carries a 1-d empty context.
+    has = x.context is not None and x.context.ndim == 2 and x.context.shape[1] > 0
+    scen = x.context[:, 0] if has else torch.zeros_like(x.users)
+    logits = None
+    if base is not None:
+        with torch.no_grad():
+            logits = base.score(x)
+    return MSData(x.users, x.items, scen, x.labels, base=logits)
+
+
 def shared_deepfm(prep, table: str, args, preset: Preset,
                   train: Interactions | None = None) -> Recommender:
     """The shared DeepFM of ``celrec eval --model deepfm --side both --methods TABLE`` on
@@ -406,8 +404,7 @@ def shared_deepfm(prep, table: str, args, preset: Preset,
     return rec
 
 
-def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec,
-                   convert: Callable[[Interactions, Recommender | None], MSData]
+def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
                    ) -> tuple[torch.Tensor, int, MSTask]:
     """SAML offline, on the shared DeepFM (``shared_deepfm``): its test predictions, memory
     and the task (test part) they are for.
@@ -423,20 +420,20 @@ def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec,
     part, held = prep.train.subset(order[n_valid:]), prep.train.subset(order[:n_valid])
     scenarios = prep.context_cardinalities[0] if prep.context_cardinalities else 1
     probe_base = shared_deepfm(prep, table, args, preset, part)
-    task = MSTask(convert(part, probe_base), convert(held, probe_base), prep.num_users,
-                  prep.num_items, scenarios)
+    task = MSTask(scenario_data(part, probe_base), scenario_data(held, probe_base),
+                  prep.num_users, prep.num_items, scenarios)
     fitted = build_saml(task, spec, probe_base)
     fit(fitted, task.train, spec, valid=task.test)
-    test = convert(prep.test, probe_base)
+    test = scenario_data(prep.test, probe_base)
     deviation = torch.logit(predict_all(fitted, test).double(), eps=1e-7) - test.base.double()
     # per scenario, the deviation stays only where it raised the held-out AUC and lowered
     # the held-out log loss (a deviation that only re-ranks within its scenario can still
     # shift its scores against the other scenarios')
-    held = task.test
-    held_pred, shared_pred = predict_all(fitted, held), torch.sigmoid(held.base)
+    checked = task.test
+    held_pred, shared_pred = predict_all(fitted, checked), torch.sigmoid(checked.base)
     for k in range(scenarios):
-        mine = held.scenarios == k
-        labels = held.labels[mine]
+        mine = checked.scenarios == k
+        labels = checked.labels[mine]
         own, plain = auc(held_pred[mine], labels), auc(shared_pred[mine], labels)
         better = own is not None and plain is not None and own > plain
         better = better and logloss(held_pred[mine], labels) < logloss(shared_pred[mine], labels)
@@ -446,10 +443,10 @@ def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec,
     with torch.no_grad():
         shared = base.score(prep.test).double()
     pred = torch.sigmoid(shared + deviation).float()
-    test.base = shared.float()  # the shared model's own logits, for the report
+    report = replace(test, base=shared.float())  # the shared model's own logits
     memory = fitted.module.memory_bytes() + base.user_table.memory_bytes() \
         + base.item_table.memory_bytes()
-    return pred, memory, MSTask(task.train, test, prep.num_users, prep.num_items, scenarios)
+    return pred, memory, MSTask(task.train, report, prep.num_users, prep.num_items, scenarios)
 
 
 def cli_report(args, preset: Preset) -> dict:
@@ -461,19 +458,9 @@ def cli_report(args, preset: Preset) -> dict:
     if prep.task != "binary":
         raise ValueError("--model saml needs binary labels (clicks)")
 
-    def convert(x: Interactions, base: Recommender | None = None) -> MSData:
-        # The stream protocol's empty training part carries a 1-d empty context.
-        has = x.context is not None and x.context.ndim == 2 and x.context.shape[1] > 0
-        scen = x.context[:, 0] if has else torch.zeros_like(x.users)
-        logits = None
-        if base is not None:
-            with torch.no_grad():
-                logits = base.score(x)
-        return MSData(x.users, x.items, scen, x.labels, base=logits)
-
     scenarios = prep.context_cardinalities[0] if prep.context_cardinalities else 1
-    task = MSTask(convert(prep.train), convert(prep.test), prep.num_users, prep.num_items,
-                  scenarios)
+    task = MSTask(scenario_data(prep.train), scenario_data(prep.test), prep.num_users,
+                  prep.num_items, scenarios)
     results = []
     for table in args.methods.split(","):
         if table not in ("full", "cel"):
@@ -488,7 +475,7 @@ def cli_report(args, preset: Preset) -> dict:
             pred, data = stream(fitted, task.test, spec), task.test
             events, memory = len(data), fitted.module.memory_bytes()
         else:
-            pred, memory, run = saml_on_shared(prep, table, args, preset, spec, convert)
+            pred, memory, run = saml_on_shared(prep, table, args, preset, spec)
             data, events = run.test, len(prep.train) * spec.epochs
         seconds = time.perf_counter() - clock
         if args.protocol == "stream":  # cold buckets: earlier events of the stream
