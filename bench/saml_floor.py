@@ -1,12 +1,14 @@
 """SAML against the shared DeepFM it builds on, on several multi-scenario generator configs.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/saml_floor.py [--configs a,b,...] [--dim 16]
+        [--protocol random|stream]
 
 Each config is written as a CSV (user,item,value,scenario) and run through ``celrec eval
---model saml --methods cel`` (random protocol, the preset's defaults). Its report carries
-SAML's test AUC and the shared model's (the DeepFM of ``celrec eval --model deepfm --side
-both`` on the same data, which SAML starts from), overall and per scenario. Writes
-bench/results/saml_floor.md and .json.
+--model saml --methods cel`` (the preset's defaults). Its report carries SAML's AUC and the
+shared model's (the DeepFM of ``celrec eval --model deepfm --side both`` on the same data,
+which SAML builds on), overall and per scenario: on the test part (random protocol), or
+progressive over the file as one stream, each batch scored before it is learnt (stream).
+Writes bench/results/saml_floor.md and .json (stream: saml_floor_stream.*).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> int:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--protocol", choices=("random", "stream"), default="random")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     report = {}
@@ -61,7 +64,8 @@ def main() -> int:
             write_csv(path, CONFIGS[name], args.seed)
             eval_args = build_parser().parse_args(
                 ["--data", str(path), "--format", "csv", "--model", "saml", "--methods", "cel",
-                 "--dim", str(args.dim), "--seed", str(args.seed), "--device", "cpu"])
+                 "--dim", str(args.dim), "--seed", str(args.seed), "--device", "cpu",
+                 "--protocol", args.protocol])
             clock = time.perf_counter()
             result = cli_report(eval_args, load_preset())["results"][0]
             small = max(result["scenarios"], key=lambda k: -result["scenarios"][k]["n"])
@@ -71,9 +75,13 @@ def main() -> int:
                              round(result["shared"][k]["auc"], 4))
                          for k in result["scenarios"]}, file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "saml_floor.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["# SAML against the shared DeepFM it starts from (random protocol, test AUC)", "",
-             f"`OMP_NUM_THREADS=1 .venv/bin/python bench/saml_floor.py --dim {args.dim}`; "
+    stem = "saml_floor" if args.protocol == "random" else "saml_floor_stream"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    figure = "test AUC" if args.protocol == "random" else "progressive AUC"
+    lines = [f"# SAML against the shared DeepFM it builds on ({args.protocol} protocol, "
+             f"{figure})", "",
+             f"`OMP_NUM_THREADS=1 .venv/bin/python bench/saml_floor.py --dim {args.dim} "
+             f"--protocol {args.protocol}`; "
              "generator `cel.synthetic_scenarios` (1,500 users, 800 items, 10,000 samples per "
              f"scenario, the last one smaller), seed {args.seed}.", "",
              "| config | SAML all | shared all | SAML small scenario | shared small scenario "
@@ -84,7 +92,7 @@ def main() -> int:
                      f"{r['shared']['all']['auc']:.4f} | {r['saml'][s]['auc']:.4f} | "
                      f"{r['shared'][s]['auc']:.4f} | {r['saml'][s]['n']} | "
                      f"{r['seconds']:.0f} |")
-    (args.out / "saml_floor.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -201,9 +201,11 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def build_saml(task: MSTask, spec: MSSpec, base: Recommender | None = None) -> _SAMLFit:
-    """``base``: a trained shared model whose tables SAML builds on (frozen, with their
-    clusters) and whose logit it starts from (``task``'s data must carry it in ``base``)."""
+def build_saml(task: MSTask, spec: MSSpec, base: Recommender | None = None,
+               freeze_base: bool = True) -> _SAMLFit:
+    """``base``: a shared model whose tables SAML builds on (with their clusters) and whose
+    logit it starts from (``task``'s data must carry it in ``base``); frozen unless
+    ``freeze_base`` is False (a stream, where the shared model keeps learning beside it)."""
     torch.manual_seed(spec.seed)
     cfg = SAMLConfig(num_users=task.num_users, num_items=task.num_items, dim=spec.dim,
                      user_clusters=spec.clusters, item_clusters=spec.clusters, table=spec.table,
@@ -215,7 +217,7 @@ def build_saml(task: MSTask, spec: MSSpec, base: Recommender | None = None) -> _
                                     else spec.scenario_rows))
     if base is not None:
         for p in base.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(not freeze_base)
         model = SAML(cfg, tables=(base.user_table, base.item_table))
         model.start_from_base()
         return _SAMLFit(model, spec.saml_reassign_by, on_base=True)
@@ -357,24 +359,92 @@ def evaluate_multiscenario(task: MSTask, spec: MSSpec,
     return [run_method(m, task, spec) for m in methods]
 
 
-def stream(fitted: _Fitted, data: MSData, spec: MSSpec) -> torch.Tensor:
-    """Progressive validation in file/time order: predict a batch, then learn from it."""
-    optimizer = torch.optim.Adam(fitted.module.parameters(), lr=spec.lr)
-    splitters = fitted.splitters(optimizer, spec.split_every)
-    preds = []
-    try:
-        for start in range(0, len(data), spec.batch_size):
-            batch = data.subset(slice(start, start + spec.batch_size))
-            preds.append(fitted.predict(batch))
-            optimizer.zero_grad(set_to_none=True)
-            fitted.loss(batch).backward()
-            optimizer.step()
-            for s in splitters:
-                s.step()
-    finally:
-        for s in splitters:
-            s.close()
-    return torch.cat(preds) if preds else torch.empty(0)
+class ScenarioGate:
+    """Per scenario, serve SAML's prediction only while, on that scenario's earlier events
+    (each scored before it was learnt), it beats the shared model on both counts of the
+    offline check: a higher AUC over the latest ``window`` events, and a progressive log
+    loss lower by ``z`` standard errors of the summed per-event difference, over at least
+    ``min_events``. Judged on the past alone; a lead that noise could explain (checked after
+    every batch, so a lenient test would switch on early luck) does not switch."""
+
+    def __init__(self, scenarios: int, z: float = 3.0, min_events: int = 1000,
+                 window: int = 10_000) -> None:
+        self.z, self.min_events, self.window = z, min_events, window
+        k = max(scenarios, 1)
+        self.events = torch.zeros(k, dtype=torch.long)
+        self.gain = torch.zeros(k, dtype=torch.float64)  # sum of shared - saml log loss
+        self.gain2 = torch.zeros(k, dtype=torch.float64)  # its sum of squares
+        self.past: list[list[torch.Tensor]] = [[] for _ in range(k)]  # (label, saml, shared)
+        self.served = torch.zeros(k, dtype=torch.bool)
+
+    def choose(self, scenarios: torch.Tensor, saml: torch.Tensor,
+               shared: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.served[scenarios], saml, shared)
+
+    def observe(self, scenarios: torch.Tensor, labels: torch.Tensor, saml: torch.Tensor,
+                shared: torch.Tensor) -> None:
+        def losses(pred: torch.Tensor) -> torch.Tensor:
+            p, y = pred.double().clamp(1e-7, 1 - 1e-7), labels.double()
+            return -(y * p.log() + (1 - y) * (1 - p).log())
+
+        diff = losses(shared) - losses(saml)
+        self.gain.index_add_(0, scenarios, diff)
+        self.gain2.index_add_(0, scenarios, diff.square())
+        self.events.index_add_(0, scenarios, torch.ones_like(scenarios))
+        for k in torch.unique(scenarios).tolist():
+            mine = scenarios == k
+            rows = torch.stack([labels[mine].float(), saml[mine].float(),
+                                shared[mine].float()], 1)
+            past = torch.cat(self.past[k] + [rows])[-self.window:]
+            self.past[k] = [past]
+            lead = (self.events[k] >= self.min_events and self.gain[k] > 0
+                    and self.gain[k] ** 2 > self.z ** 2 * self.gain2[k])
+            own, plain = auc(past[:, 1], past[:, 0]), auc(past[:, 2], past[:, 0])
+            self.served[k] = bool(lead and own is not None and plain is not None
+                                  and own > plain)
+
+
+def saml_stream_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
+                          ) -> tuple[torch.Tensor, int, MSData]:
+    """SAML in the stream protocol, on the shared DeepFM learning the same stream beside it
+    (``celrec eval --model deepfm --side both --protocol stream``, its batches and cluster
+    steps): per batch both predict, then SAML learns its deviations from the shared logit
+    and the shared model learns the batch. :class:`ScenarioGate` picks, per scenario, which
+    of the two is served. Returns the served predictions, memory and the stream (its
+    ``base``: the shared model's logits, for the report)."""
+    from cli.evaluation.runner import ProgressiveRun
+
+    run_spec = RunSpec(methods=(table,), model="deepfm", dim=args.dim, clusters=args.clusters,
+                       side="both", protocol="stream", device="cpu", seed=args.seed,
+                       preset=preset)
+    shared = ProgressiveRun(table, prep, run_spec)
+    scenarios = prep.context_cardinalities[0] if prep.context_cardinalities else 1
+    data = scenario_data(prep.test)
+    task = MSTask(data.subset(slice(0, 0)), data, prep.num_users, prep.num_items, scenarios)
+    fitted = build_saml(task, spec, shared.rec, freeze_base=False)
+    base_params = {id(p) for p in shared.rec.parameters()}
+    optimizer = torch.optim.Adam([p for p in fitted.module.parameters()
+                                  if id(p) not in base_params], lr=spec.lr)
+    gate = ScenarioGate(scenarios)
+    served, base = [], []
+    for _start, batch in shared.batches():
+        shared_p = shared.predict(batch)
+        logits = torch.logit(shared_p.double(), eps=1e-7).float()
+        ms = scenario_data(batch)
+        ms.base = logits
+        fitted.module.eval()
+        saml_p = fitted.predict(ms)
+        served.append(gate.choose(ms.scenarios, saml_p, shared_p))
+        base.append(logits)
+        gate.observe(ms.scenarios, ms.labels, saml_p, shared_p)
+        fitted.module.train()
+        optimizer.zero_grad(set_to_none=True)
+        fitted.loss(ms).backward()
+        optimizer.step()
+        shared.learn(batch)  # zeroes the gradients SAML's loss left on the shared tables
+    data.base = torch.cat(base) if base else torch.empty(0)
+    memory = fitted.module.memory_bytes()
+    return (torch.cat(served) if served else torch.empty(0)), memory, data
 
 
 def scenario_data(x: Interactions, base: Recommender | None = None) -> MSData:
@@ -471,9 +541,8 @@ def cli_report(args, preset: Preset) -> dict:
                       max_branches=max(scenarios, 1))
         clock = time.perf_counter()
         if args.protocol == "stream":
-            fitted = build_saml(task, spec)
-            pred, data = stream(fitted, task.test, spec), task.test
-            events, memory = len(data), fitted.module.memory_bytes()
+            pred, memory, data = saml_stream_on_shared(prep, table, args, preset, spec)
+            events = len(data)
         else:
             pred, memory, run = saml_on_shared(prep, table, args, preset, spec)
             data, events = run.test, len(prep.train) * spec.epochs

@@ -169,37 +169,60 @@ def stream_cluster_step(rec: Recommender, window: Interactions, cfg: TrainConfig
                                          cfg.extra_rows_min_count, cfg.reg)
 
 
+class ProgressiveRun:
+    """One method learning a stream progressively: ``predict`` a batch (first-sight entities
+    placed in the default cluster), then ``learn`` it (one optimiser step and the cluster
+    steps due, on the recent ``spec.stream_window`` events)."""
+
+    def __init__(self, method: str, prep: Prepared, spec: RunSpec):
+        self.rec = recommender_for(method, prep, spec)
+        self.spec, self.cfg = spec, spec.train
+        self.device = resolve_device(spec.device)
+        self.events = prep.test.to(self.device)
+        self.optimizer = torch.optim.Adam(self.rec.parameters(), lr=self.cfg.lr)
+        self.gen = torch.Generator().manual_seed(spec.seed)
+        self.user_seen = torch.zeros(prep.num_users, dtype=torch.long, device=self.device)
+        self.item_seen = torch.zeros(prep.num_items, dtype=torch.long, device=self.device)
+        self.steps, self.learnt = 0, 0
+
+    def batches(self):
+        """``(start, batch)`` over the stream in order, ``spec.stream_batch`` events each."""
+        for start in range(0, len(self.events), self.spec.stream_batch):
+            yield start, self.events.subset(slice(start, start + self.spec.stream_batch))
+
+    def predict(self, batch: Interactions) -> torch.Tensor:
+        for side in self.rec.clustered_sides():  # first sight: the largest cluster, not 0
+            seen = (self.user_seen if side == "user" else self.item_seen) > 0
+            cluster_ops.place_cold(self.rec, side, seen, self.cfg.cold_policy)
+        return self.rec.predict(batch)
+
+    def learn(self, batch: Interactions) -> None:
+        train_step(self.rec, self.optimizer, batch, self.cfg.reg)
+        self.user_seen += _counts(batch.users, len(self.user_seen))
+        self.item_seen += _counts(batch.items, len(self.item_seen))
+        self.steps += 1
+        self.learnt += len(batch)
+        if self.rec.clustered_sides():
+            window = self.events.subset(slice(max(0, self.learnt - self.spec.stream_window),
+                                              self.learnt))
+            stream_cluster_step(self.rec, window, self.cfg, self.steps, self.optimizer,
+                                self.gen)
+
+
 def run_stream(method: str, prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
     """Progressive validation: predict each batch, then learn from it."""
-    rec = recommender_for(method, prep, spec)
-    dev = resolve_device(spec.device)
-    events = prep.test.to(dev)
-    cfg = spec.train
-    optimizer = torch.optim.Adam(rec.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(spec.seed)
-    user_seen = torch.zeros(prep.num_users, dtype=torch.long, device=dev)
-    item_seen = torch.zeros(prep.num_items, dtype=torch.long, device=dev)
+    run = ProgressiveRun(method, prep, spec)
+    rec, events = run.rec, run.events
     preds, u_counts, i_counts, curve = [], [], [], []
-    seconds, step, n = 0.0, 0, len(events)
-    for start in range(0, n, spec.stream_batch):
-        batch = events.subset(slice(start, start + spec.stream_batch))
-        u_counts.append(user_seen[batch.users].clone())
-        i_counts.append(item_seen[batch.items].clone())
+    seconds, n = 0.0, len(events)
+    for start, batch in run.batches():
+        u_counts.append(run.user_seen[batch.users].clone())
+        i_counts.append(run.item_seen[batch.items].clone())
         clock = time.perf_counter()
-        for side in rec.clustered_sides():  # first sight: the largest cluster, not cluster 0
-            seen = (user_seen if side == "user" else item_seen) > 0
-            cluster_ops.place_cold(rec, side, seen, cfg.cold_policy)
-        preds.append(rec.predict(batch))
-        train_step(rec, optimizer, batch, cfg.reg)
-        user_seen += _counts(batch.users, prep.num_users)
-        item_seen += _counts(batch.items, prep.num_items)
-        step += 1
-        if rec.clustered_sides():
-            window = events.subset(slice(max(0, start + len(batch) - spec.stream_window),
-                                         start + len(batch)))
-            stream_cluster_step(rec, window, cfg, step, optimizer, gen)
+        preds.append(run.predict(batch))
+        run.learn(batch)
         seconds += time.perf_counter() - clock
-        if step % 50 == 0 or start + len(batch) >= n:
+        if run.steps % 50 == 0 or start + len(batch) >= n:
             done = torch.cat(preds)
             value = _metric(done.cpu(), events.labels[:len(done)].cpu(), prep.task)
             if value is not None:

@@ -11,7 +11,7 @@ import torch
 
 from cel.synthetic_scenarios import make_scenario_data
 from cli.evaluation.cli import main
-from cli.evaluation.multiscenario import MSData, MSSpec, MSTask, run_method
+from cli.evaluation.multiscenario import MSData, MSSpec, MSTask, ScenarioGate, run_method
 from cli.evaluation.sequences import EventLog, SeqSpec, build_histories, run_stream
 
 
@@ -126,6 +126,49 @@ def test_cli_saml_streams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert 0 < result["logloss"] < 5 and 0 <= result["auc"] <= 1
         buckets = result["buckets"]["item"]
         assert buckets["0"]["n"] == 30 and sum(b["n"] for b in buckets.values()) == 500
+        # SAML streams beside the shared DeepFM it builds on; with 500 events no scenario
+        # has the 1,000 the gate needs, so what is served is the shared model's
+        assert result["shared"]["all"]["n"] == 500
+        assert result["scenarios"]["all"]["auc"] == pytest.approx(
+            result["shared"]["all"]["auc"], abs=1e-6)
+
+
+def _gate_batch(n: int, scenario: int, gen: torch.Generator, saml_edge: float):
+    """A batch of one scenario: the shared model predicts 0.5; SAML moves towards the label
+    by ``saml_edge`` (negative: away from it)."""
+    labels = (torch.rand(n, generator=gen) < 0.5).float()
+    shared = torch.full((n,), 0.5)
+    saml = 0.5 + saml_edge * (2 * labels - 1)
+    return torch.full((n,), scenario), labels, saml, shared
+
+
+def test_scenario_gate_serves_saml_only_where_it_has_proved_better() -> None:
+    gen = torch.Generator().manual_seed(0)
+    gate = ScenarioGate(2, min_events=400)
+    for _ in range(5):
+        for batch in (_gate_batch(100, 0, gen, 0.2), _gate_batch(100, 1, gen, -0.2)):
+            scen, labels, saml, shared = batch
+            served = gate.choose(scen, saml, shared)
+            gate.observe(scen, labels, saml, shared)
+    assert gate.served.tolist() == [True, False]  # scenario 0: SAML; 1: the shared model
+    assert torch.equal(served, shared)  # the last batch was scenario 1's
+    scen, labels, saml, shared = _gate_batch(10, 0, gen, 0.2)
+    assert torch.equal(gate.choose(scen, saml, shared), saml)
+
+
+def test_scenario_gate_waits_for_evidence() -> None:
+    """Before ``min_events``, and on a lead as likely as not (noise), the shared model stays."""
+    gen = torch.Generator().manual_seed(1)
+    gate = ScenarioGate(1, min_events=400)
+    scen, labels, saml, shared = _gate_batch(300, 0, gen, 0.2)
+    gate.observe(scen, labels, saml, shared)
+    assert not bool(gate.served[0])  # clearly better, but on 300 events
+    noisy = ScenarioGate(1, min_events=10)
+    for _ in range(20):
+        labels = (torch.rand(100, generator=gen) < 0.5).float()
+        saml = 0.5 + 0.05 * torch.randn(100, generator=gen)  # no signal, just jitter
+        noisy.observe(torch.zeros(100, dtype=torch.long), labels, saml, torch.full((100,), 0.5))
+        assert not bool(noisy.served[0])
 
 
 def test_cli_dupn_needs_the_stream_protocol(tmp_path: Path,
