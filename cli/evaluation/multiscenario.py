@@ -405,13 +405,13 @@ class ScenarioGate:
 
 
 def saml_stream_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
-                          ) -> tuple[torch.Tensor, int, MSData]:
+                          ) -> tuple[torch.Tensor, torch.Tensor, int, MSData]:
     """SAML in the stream protocol, on the shared DeepFM learning the same stream beside it
     (``celrec eval --model deepfm --side both --protocol stream``, its batches and cluster
     steps): per batch both predict, then SAML learns its deviations from the shared logit
     and the shared model learns the batch. :class:`ScenarioGate` picks, per scenario, which
-    of the two is served. Returns the served predictions, memory and the stream (its
-    ``base``: the shared model's logits, for the report)."""
+    of the two is served. Returns the served predictions, the shared model's, memory and
+    the stream."""
     from cli.evaluation.runner import ProgressiveRun
 
     run_spec = RunSpec(methods=(table,), model="deepfm", dim=args.dim, clusters=args.clusters,
@@ -426,7 +426,7 @@ def saml_stream_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
     optimizer = torch.optim.Adam([p for p in fitted.module.parameters()
                                   if id(p) not in base_params], lr=spec.lr)
     gate = ScenarioGate(scenarios)
-    served, base = [], []
+    served, shared_preds = [], []
     for _start, batch in shared.batches():
         shared_p = shared.predict(batch)
         logits = torch.logit(shared_p.double(), eps=1e-7).float()
@@ -435,16 +435,18 @@ def saml_stream_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
         fitted.module.eval()
         saml_p = fitted.predict(ms)
         served.append(gate.choose(ms.scenarios, saml_p, shared_p))
-        base.append(logits)
+        shared_preds.append(shared_p)
         gate.observe(ms.scenarios, ms.labels, saml_p, shared_p)
         fitted.module.train()
         optimizer.zero_grad(set_to_none=True)
         fitted.loss(ms).backward()
         optimizer.step()
         shared.learn(batch)  # zeroes the gradients SAML's loss left on the shared tables
-    data.base = torch.cat(base) if base else torch.empty(0)
     memory = fitted.module.memory_bytes()
-    return (torch.cat(served) if served else torch.empty(0)), memory, data
+    empty = torch.empty(0)
+    return (torch.cat(served) if served else empty,
+            torch.cat(shared_preds) if shared_preds else empty,
+            memory, data)
 
 
 def scenario_data(x: Interactions, base: Recommender | None = None) -> MSData:
@@ -541,11 +543,13 @@ def cli_report(args, preset: Preset) -> dict:
                       max_branches=max(scenarios, 1))
         clock = time.perf_counter()
         if args.protocol == "stream":
-            pred, memory, data = saml_stream_on_shared(prep, table, args, preset, spec)
+            pred, shared_pred, memory, data = saml_stream_on_shared(prep, table, args, preset,
+                                                                    spec)
             events = len(data)
         else:
             pred, memory, run = saml_on_shared(prep, table, args, preset, spec)
             data, events = run.test, len(prep.train) * spec.epochs
+            shared_pred = torch.sigmoid(data.base)
         seconds = time.perf_counter() - clock
         if args.protocol == "stream":  # cold buckets: earlier events of the stream
             u_counts, i_counts = earlier_counts(data.users), earlier_counts(data.items)
@@ -557,8 +561,8 @@ def cli_report(args, preset: Preset) -> dict:
                          "binary", u_counts, i_counts, memory, full,
                          events, seconds, [], [])
         result["scenarios"] = per_scenario(pred, data, scenarios)
-        if data.base is not None:  # the shared model alone, for comparison
-            result["shared"] = per_scenario(torch.sigmoid(data.base), data, scenarios)
+        # the shared model alone, for comparison
+        result["shared"] = per_scenario(shared_pred, data, scenarios)
         results.append(result)
     return {"dataset": args.data or f"{args.train} | {args.test}", "protocol": args.protocol,
             "task": "binary", "model": "saml", "side": "both", "clusters": args.clusters,
