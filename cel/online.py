@@ -68,13 +68,16 @@ class OnlineCELConfig:
     split_every: int = 10  # batches per split window
     split_min_members: int = 8  # members with gradients needed to split
     initial_capacity: int = 1024  # per-side id space, doubles on demand
-    # An own bias per entity next to its cluster row (one float, plus one Adagrad
-    # accumulator): the first-order term every online peer learns. Adagrad on the entity's
-    # summed gradient, so an entity seen once moves as far as under one-event SGD and a
-    # micro-batch never dilutes it; frequent entities settle.
+    # An own bias per entity next to its cluster row (one float, plus its precision): the
+    # first-order term every online peer learns. Each step is a Newton step on the entity's
+    # summed gradient in the batch under the loss's curvature bound per event (1/4 for log
+    # loss, 2 for squared loss), the precision starting at ``bias_prior_events`` events'
+    # worth: b -= sum(g) / (bound * (bias_prior_events + events so far)). An entity seen
+    # once moves by about 1/(bias_prior_events + 1) of a full Newton step, a micro-batch never
+    # dilutes it, and a frequent entity settles on its shrunk mean residual.
     entity_bias: bool = True
-    bias_lr: float = 0.2
-    bias_l2: float = 0.0
+    bias_prior_events: float = 10.0
+    bias_lr: float = 0.2  # Adagrad step of the first-sight bias (one number per side)
     # Co-click votes before the loss-based move: an entity moves to the cluster that holds,
     # per member, the most same-side entities sharing a positive partner with it (two hops
     # through the ring buffers), when that beats its own cluster by ``vote_ratio``. Needs no
@@ -210,10 +213,10 @@ class _Side:
         self.table_g2 = torch.zeros(rows if cfg.row_update == "adagrad" else 0, width,
                                     device=device)
         self.assign = torch.full((cap,), -1, dtype=torch.int32, device=device)
-        # Own bias per entity and its Adagrad accumulator (size 0: no own biases).
+        # Own bias per entity and its precision in events (size 0: no own biases).
         bias_cap = cap if cfg.entity_bias else 0
         self.bias = torch.zeros(bias_cap, device=device)
-        self.bias_g2 = torch.zeros(bias_cap, device=device)
+        self.bias_events = torch.zeros(bias_cap, device=device)
         # The bias a first-sight entity starts from, learnt from first-sight events (new
         # items may be likelier or less likely to be liked than the average one).
         prior = 1 if cfg.entity_bias else 0
@@ -265,7 +268,7 @@ class _Side:
         self.m = value
 
     SCALARS = ("m", "known", "newest", "target", "acc_n", "used", "head", "tail")
-    TENSORS = ("table", "table_g2", "assign", "bias", "bias_g2", "bias_prior", "bias_prior_g2",
+    TENSORS = ("table", "table_g2", "assign", "bias", "bias_events", "bias_prior", "bias_prior_g2",
                "counts", "inter", "acc_slot", "acc_ids", "acc_grad", "slot_of", "owner",
                "hist_partner", "hist_label", "hist_count", "last_touch", "log_slot", "log_time")
 
@@ -293,7 +296,7 @@ class _Side:
         self.assign = extend(self.assign, -1)
         if self.bias.numel():
             self.bias = extend(self.bias, 0)
-            self.bias_g2 = extend(self.bias_g2, 0)
+            self.bias_events = extend(self.bias_events, 0)
         self.slot_of = extend(self.slot_of, -1)
         self.acc_slot = extend(self.acc_slot, -1)
         if not self.clustered:
@@ -502,11 +505,13 @@ class OnlineCEL:
 
     def _apply_bias(self, s: _Side, uniq: torch.Tensor, inv: torch.Tensor,
                     dscore: torch.Tensor) -> None:
-        """Adagrad on each entity's summed gradient (its events in the batch)."""
+        """A Newton step on each entity's summed gradient (its events in the batch), under
+        the loss's curvature bound, with the precision of all its events so far."""
         g = torch.zeros(uniq.numel(), device=self.device).index_add_(0, inv, dscore)
-        b = s.bias[uniq]
-        s.bias[uniq] = _adagrad(b, s.bias_g2, uniq, g + self.config.bias_l2 * b,
-                                self.config.bias_lr)
+        seen = s.bias_events[uniq] + torch.bincount(inv, minlength=uniq.numel())
+        s.bias_events[uniq] = seen
+        bound = 0.25 if self.config.loss == "logloss" else 2.0
+        s.bias[uniq] -= g / (bound * (self.config.bias_prior_events + seen))
 
     def _apply_prior(self, s: _Side, dscore: torch.Tensor) -> None:
         """Adagrad on the first-sight bias from the first-sight events' gradients."""
@@ -938,6 +943,10 @@ class OnlineCEL:
             if state[f"{name}.table"].shape[1] != expected:
                 raise ValueError(f"{name} table width differs from config dim + 1")
             for k in _Side.TENSORS:
+                if k == "bias_events" and f"{name}.{k}" not in state:
+                    # a checkpoint of the Adagrad biases: their values carry over, and they
+                    # adapt as new entities' do until their events accumulate again
+                    state[f"{name}.{k}"] = torch.zeros_like(state[f"{name}.bias"])
                 setattr(s, k, state[f"{name}.{k}"].to(self.device).clone())
             for k in _Side.SCALARS:
                 setattr(s, k, int(state[f"{name}.{k}"]))

@@ -106,7 +106,11 @@ class Settings(BaseSettings):
     embedding_dim: int = Field(32, ge=1, le=1024, description="embedding dimension")
     user_clusters: int = Field(256, ge=1, le=1_000_000, description="user cluster budget")
     item_clusters: int = Field(256, ge=1, le=1_000_000, description="item cluster budget")
-    learning_rate: float = Field(0.1, gt=0, le=10, description="trainer learning rate")
+    learning_rate: float | None = Field(
+        None, gt=0, le=10, description="mf/deepfm: the trainer's Adagrad step on cluster rows; "
+        "unset: 0.1 with CELREC_OBJECTIVE=click, 0.03 with rating (chosen on tuning cuts of "
+        "several streams, bench/results/prequential_tuning.md)",
+    )
     entity_state_capacity: int = Field(
         100_000, ge=1, description="entities per side keeping recent history for reassignment"
     )
@@ -226,10 +230,22 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def row_learning_rate(self) -> float:
+        """``learning_rate``, or the objective's default when it is unset."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return ROW_LEARNING_RATE[self.objective]
+
+    @property
     def kafka_api_version_tuple(self) -> tuple[int, ...] | None:
         if self.kafka_api_version == "auto":
             return None
         return parse_api_version(self.kafka_api_version)
+
+
+# The row step per objective when CELREC_LEARNING_RATE is unset: squared loss on ratings
+# wants a smaller step than log loss on clicks (bench/results/prequential_tuning.md).
+ROW_LEARNING_RATE = {"click": 0.1, "rating": 0.03}
 
 
 def parse_api_version(value: str) -> tuple[int, ...]:

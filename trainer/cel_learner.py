@@ -34,7 +34,7 @@ class CELLearner(Learner):
         self.loss = "mse" if settings.objective == "rating" else "logloss"
         config = OnlineCELConfig(
             dim=settings.embedding_dim, user_clusters=settings.user_clusters,
-            item_clusters=settings.item_clusters, loss=self.loss, lr=settings.learning_rate,
+            item_clusters=settings.item_clusters, loss=self.loss, lr=settings.row_learning_rate,
             state_capacity=settings.entity_state_capacity, seed=settings.seed,
         )
         self.model_kind = settings.model if settings.model == "deepfm" else MODEL_KIND

@@ -22,6 +22,24 @@ def test_environment_is_read_with_prefix(monkeypatch):
     assert settings.batch_max_events == 64
 
 
+def test_the_row_step_follows_the_objective_unless_set(monkeypatch):
+    """Squared loss on ratings takes a smaller row step than log loss on clicks; an explicit
+    CELREC_LEARNING_RATE wins for both, and it is what the trainer's learner uses."""
+    from trainer.cel_learner import CELLearner
+
+    monkeypatch.delenv("CELREC_LEARNING_RATE", raising=False)
+    monkeypatch.setenv("CELREC_OBJECTIVE", "rating")
+    rating = load_settings(device="cpu")
+    assert rating.row_learning_rate == 0.03
+    assert CELLearner(rating).model.config.lr == 0.03
+    monkeypatch.setenv("CELREC_OBJECTIVE", "click")
+    assert load_settings().row_learning_rate == 0.1
+    monkeypatch.setenv("CELREC_LEARNING_RATE", "0.5")
+    for objective in ("click", "rating"):
+        monkeypatch.setenv("CELREC_OBJECTIVE", objective)
+        assert load_settings().row_learning_rate == 0.5
+
+
 @pytest.mark.parametrize(
     "var, value",
     [
