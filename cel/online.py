@@ -877,13 +877,54 @@ class OnlineCEL:
 
     @torch.no_grad()
     def predict(self, users: torch.Tensor, items: torch.Tensor,
-                context: torch.Tensor | None = None) -> torch.Tensor:
-        """Click probability (logloss) or predicted value (mse) per (user, item) pair."""
+                context: torch.Tensor | None = None, raw: bool = False) -> torch.Tensor:
+        """Click probability (logloss) or predicted value (mse) per (user, item) pair;
+        ``raw``: the score before the link (the logit under logloss)."""
         u, i = self._lookup(self.sides["user"], users), self._lookup(self.sides["item"], items)
         scores = self.model(u, i) if context is None else self.model(u, i, context.to(u.device))
         if self.config.entity_bias:
             scores = scores + self.entity_bias("user", users) + self.entity_bias("item", items)
-        return torch.sigmoid(scores) if self.config.loss == "logloss" else scores
+        return torch.sigmoid(scores) if self.config.loss == "logloss" and not raw else scores
+
+    @torch.no_grad()
+    def score_matrix(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``(len(users), len(items))`` raw scores, as :meth:`predict` with ``raw``: every
+        user against every item's ROW once (O(users x rows x dim)), then gathered per item,
+        instead of once per pair."""
+        users = users.to(self.device, torch.long).reshape(-1)
+        items = items.to(self.device, torch.long).reshape(-1)
+        si = self.sides["item"]
+        if not si.clustered:  # one row per item: nothing to share
+            return self.predict(users.repeat_interleave(items.numel()),
+                                items.repeat(users.numel()), raw=True
+                                ).reshape(users.numel(), items.numel())
+        u = self._lookup(self.sides["user"], users)
+        by_row = pairwise_scores(self.model, u.unsqueeze(0), si.table[: si.m].unsqueeze(0))[0]
+        inside = (items >= 0) & (items < si.capacity)
+        rows = si.assign[items.clamp(0, si.capacity - 1)].long()
+        rows = torch.where(inside & (rows >= 0), rows, si.default_cluster())
+        scores = by_row[:, rows]
+        if self.config.entity_bias:
+            scores = (scores + self.entity_bias("user", users).unsqueeze(1)
+                      + self.entity_bias("item", items).unsqueeze(0))
+        return scores
+
+    @torch.no_grad()
+    def recent_partners(self, side: str, ids: torch.Tensor) -> torch.Tensor:
+        """``(len(ids), history)``: the partners of each id's latest interactions, from its
+        ring buffer (-1 where there are fewer, or the id holds no buffer)."""
+        s = self.sides[side]
+        r = self.config.history
+        ids = ids.to(self.device, torch.long).reshape(-1)
+        out = torch.full((ids.numel(), r), -1, dtype=torch.long, device=self.device)
+        inside = (ids >= 0) & (ids < s.capacity)
+        slots = torch.where(inside, s.slot_of[ids.clamp(0, s.capacity - 1)].long(), -1)
+        have = slots >= 0
+        if bool(have.any()):
+            held = slots[have]
+            valid = torch.arange(r, device=self.device) < s.hist_count[held].clamp(max=r)[:, None]
+            out[have] = torch.where(valid, s.hist_partner[held].long(), -1)
+        return out
 
     def entity_bias(self, side: str, ids: torch.Tensor) -> torch.Tensor:
         """Own bias per id (the first-sight prior for unknown ids; 0 without

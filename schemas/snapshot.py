@@ -101,6 +101,11 @@ class SnapshotMeta(BaseModel):
         description="saml/dupn: what rebuilds the network (cel.deep_serving.network_spec: "
         "kind, config, max_scenarios, behaviours); empty for mf",
     )
+    retrieval_weight: float | None = Field(
+        None, ge=0, description="weight of the model's score against log(1 + positives) when "
+        "ranking recommendations, as the trainer last chose it (cel.retrieval); None: the "
+        "default weight",
+    )
 
 
 class DeltaHeader(BaseModel):
@@ -118,6 +123,11 @@ class DeltaHeader(BaseModel):
     accepted_at: list[float] = Field(
         default_factory=list,
         description="acceptance times (unix s) of a sample of the events this delta covers",
+    )
+    retrieval_weight: float | None = Field(
+        None, ge=0, description="weight of the model's score against log(1 + positives) when "
+        "ranking recommendations, as the trainer last chose it (cel.retrieval); None: the "
+        "default weight",
     )
 
 

@@ -21,13 +21,11 @@ from typing import Protocol
 import numpy as np
 
 from cel.idmap import IdMap
+from cel.retrieval import DEFAULT_WEIGHT
 from schemas.snapshot import SIDES, DeltaHeader, SideMeta, SnapshotMeta
 
 DEEP_MODEL_KINDS = ("saml", "dupn")  # served by service.deep_serving_model (service.serving_load)
 _ID_OVERHEAD_BYTES = 120  # rough per-id cost of a Python str + dict entry + list slot
-# Weight of the model's logit against log(1 + positives) when ranking recommendations:
-# chosen on the first halves of the tuning streams (bench/results/prequential_tuning.md).
-RETRIEVAL_MODEL_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)
@@ -383,6 +381,9 @@ class ServingModel:
         if pop is not None:
             self._popularity[: self._item.n] = pop
         self.scenarios = list(meta.scenarios)
+        # the weight of the model's score in recommendations, as the trainer chose it
+        self.retrieval_weight = (DEFAULT_WEIGHT if meta.retrieval_weight is None
+                                 else meta.retrieval_weight)
         self._prior = self._checked_prior(arrays.get("scenario.item_cluster_popularity"),
                                           len(self.scenarios))
         self._members = _Members(self._item.assign[: self._item.n], self._item.rows)
@@ -443,7 +444,7 @@ class ServingModel:
     def retrieve(self, user_id: str, n: int, scenario: str | None = None,
                  exclude: Collection[str] = (), request: RequestContext | None = None
                  ) -> Retrieval:
-        """Top ``n`` items by ``RETRIEVAL_MODEL_WEIGHT`` x the model's score (the user's row
+        """Top ``n`` items by ``retrieval_weight`` x the model's score (the user's row
         against the item's row, plus the item's own bias) + log(1 + the item's positives):
         what the user likes, weighted by what users choose.
 
@@ -456,7 +457,7 @@ class ServingModel:
             item = self._item
             live = np.flatnonzero(item.counts[: item.rows] > 0)
             raw = self._raw_scores(user_row, live, scenario, request)
-            row_part = RETRIEVAL_MODEL_WEIGHT * raw
+            row_part = self.retrieval_weight * raw
             skip = item.ids.lookup(list(exclude)) if exclude else np.zeros(0, np.int64)
             skip = np.unique(skip[skip >= 0])
             stats = RetrievalStats(rows_scored=len(live))
@@ -506,7 +507,7 @@ class ServingModel:
     def _quality(self, internal: np.ndarray) -> np.ndarray:
         """The user-independent part of an item's retrieval score."""
         return (np.log1p(self._popularity[internal].astype(np.float64))
-                + RETRIEVAL_MODEL_WEIGHT * self._own_item_bias(internal))
+                + self.retrieval_weight * self._own_item_bias(internal))
 
     def info(self) -> ModelInfo:
         with self._lock:
@@ -591,6 +592,10 @@ class ServingModel:
                 self._members.changed(self._item.assign[own[0]])
             if header.scenarios:
                 self.scenarios = list(header.scenarios)
+            weight = header.retrieval_weight
+            if weight is not None and weight != self.retrieval_weight:
+                self.retrieval_weight = weight
+                self._members.ranked.clear()  # each row's members are ranked by the weight
             if plan["prior"] is not None:
                 self._prior = plan["prior"]
             weights = plan["weights"]

@@ -75,7 +75,8 @@ class ModelWriter:
               user_changed: Pair | None = None, item_changed: Pair | None = None,
               popularity: Pair | None = None, prior: np.ndarray | None = None,
               global_bias: float | None = None, accepted_at: Sequence[float] = (),
-              publish: bool = True) -> tuple[DeltaHeader, dict[str, np.ndarray]]:
+              retrieval_weight: float | None = None, publish: bool = True
+              ) -> tuple[DeltaHeader, dict[str, np.ndarray]]:
         arrays: dict[str, np.ndarray] = {}
         first_new = dict(self.entities)
         for side, new, table, changed in (("user", new_users, user_table, user_changed),
@@ -101,7 +102,7 @@ class ModelWriter:
         header = DeltaHeader(
             version=self.version, seq=self.seq, created_at=time.time(),
             sides=self._sides(), first_new=first_new, scenarios=self.scenarios,
-            accepted_at=list(accepted_at),
+            accepted_at=list(accepted_at), retrieval_weight=retrieval_weight,
         )
         if publish:
             self.publish_delta(header, arrays)

@@ -18,6 +18,7 @@ import torch
 from cel.idmap import IdMap
 from cel.models import DeepFM
 from cel.online import SIDES, OnlineCEL, OnlineCELConfig
+from cel.retrieval import CANDIDATE_WEIGHTS, WeightChooser, retrieval_scores
 from celrec.settings import Settings
 from schemas.events import Event, EventType
 from schemas.snapshot import SideMeta
@@ -26,6 +27,14 @@ from trainer.learner import Learner, LearnStats
 from trainer.published_ids import delta_id_arrays, snapshot_id_arrays
 
 MODEL_KIND = "mf"
+# The recommendation weight's evidence (cel.retrieval): every EVAL_EVERY-th positive whose
+# item is already known, at most EVALS_PER_BATCH per batch (one vectorised predict), ranked
+# against at most EVAL_ITEMS known items (a uniform sample when there are more, each then
+# counting for several), the user's ring-buffer items left out as the service leaves out
+# the user's seen items. Bounded cost per batch, whatever the catalogue.
+EVAL_EVERY = 5
+EVALS_PER_BATCH = 8
+EVAL_ITEMS = 4096
 
 
 class CELLearner(Learner):
@@ -45,10 +54,13 @@ class CELLearner(Learner):
         self.item_popularity = np.zeros(1024, dtype=np.int32)
         self.scenarios: list[str] = []
         self.scenario_prior = np.zeros((0, settings.item_clusters), dtype=np.float32)
+        self.chooser = WeightChooser()
+        self._positives_counted = 0
+        self._eval_rng = np.random.default_rng(settings.seed)
         self.blob_names = tuple(sorted(
             [f"cel.{k}" for k in self.model.state_dict()]
             + [f"ids.{s}.{part}" for s in SIDES for part in ("blob", "offsets")]
-            + ["item_popularity", "scenario_prior", "scenarios"]
+            + ["item_popularity", "scenario_prior", "scenarios", "retrieval_chooser"]
         ))
         self._reset_changes()
 
@@ -69,9 +81,11 @@ class CELLearner(Learner):
         return self.scenarios.index(scenario)
 
     def learn(self, events: list[Event]) -> LearnStats:
+        known_items = len(self.ids["item"])
         users, _ = self.ids["user"].lookup_or_add(e.user_id for e in events)
         items, _ = self.ids["item"].lookup_or_add(e.item_id for e in events)
         labels = np.array([self._label(e) for e in events], dtype=np.float32)
+        self._judge_retrieval(users, items, labels, known_items)
         out = self.model.step(torch.from_numpy(users), torch.from_numpy(items),
                               torch.from_numpy(labels), return_changes=True)
         if out.skipped or out.changes is None:
@@ -88,6 +102,49 @@ class CELLearner(Learner):
             self._count_positives(items[positive], [e.scenario for e, p in
                                                     zip(events, positive, strict=True) if p])
         return LearnStats(events=len(events), loss=out.loss, extra=out.counters())
+
+    @property
+    def retrieval_weight(self) -> float | None:
+        return self.chooser.weight
+
+    def _judge_retrieval(self, users: np.ndarray, items: np.ndarray, labels: np.ndarray,
+                         known_items: int) -> None:
+        """Before the batch is learnt: would each candidate weight have recommended its
+        sampled positives' items (cel.retrieval)?"""
+        positive = np.flatnonzero(labels > 0)
+        picked = positive[(self._positives_counted + 1 + np.arange(len(positive)))
+                          % EVAL_EVERY == 0]
+        self._positives_counted += len(positive)
+        picked = picked[items[picked] < known_items][:EVALS_PER_BATCH]
+        if not len(picked) or known_items < 2:
+            return
+        if known_items <= EVAL_ITEMS:
+            pool = np.arange(known_items, dtype=np.int64)
+        else:
+            # with replacement: O(EVAL_ITEMS), not O(catalogue); repeats are rare and keep
+            # the count of items above the target unbiased
+            pool = self._eval_rng.integers(0, known_items, EVAL_ITEMS)
+        scale = known_items / len(pool)
+        who, target = users[picked], items[picked]
+        scores = self.model.score_matrix(torch.from_numpy(who), torch.from_numpy(pool)) \
+            .cpu().numpy().astype(np.float64)
+        own = self.model.predict(torch.from_numpy(who), torch.from_numpy(target), raw=True) \
+            .cpu().numpy().astype(np.float64)
+        recent = self.model.recent_partners("user", torch.from_numpy(who)).cpu().numpy()
+        pool_pos, target_pos = self._positives_of(pool), self._positives_of(target)
+        hits = []
+        for k in range(len(picked)):
+            excluded = (pool == target[k]) | np.isin(pool, recent[k])
+            keys = np.stack([retrieval_scores(pool_pos, scores[k], w)
+                             for w in CANDIDATE_WEIGHTS])
+            mine = np.array([retrieval_scores(target_pos[k:k + 1], own[k:k + 1], w)[0]
+                             for w in CANDIDATE_WEIGHTS])
+            hits.append(self.chooser.hits(mine, keys, excluded, scale))
+        self.chooser.observe(np.array(hits))
+
+    def _positives_of(self, items: np.ndarray) -> np.ndarray:
+        counts = self.item_popularity
+        return np.where(items < len(counts), counts[np.minimum(items, len(counts) - 1)], 0)
 
     def _count_positives(self, items: np.ndarray, scenarios: list[str]) -> None:
         if len(self.item_popularity) <= items.max():
@@ -193,6 +250,7 @@ class CELLearner(Learner):
         blobs["item_popularity"] = encode_array(self.item_popularity)
         blobs["scenario_prior"] = encode_array(self.scenario_prior)
         blobs["scenarios"] = json.dumps(self.scenarios).encode()
+        blobs["retrieval_chooser"] = encode_array(self.chooser.state())
         return blobs
 
     def restore(self, blobs: dict[str, bytes]) -> None:
@@ -210,6 +268,8 @@ class CELLearner(Learner):
         self.item_popularity = decode_array(blobs["item_popularity"]).astype(np.int32)
         self.scenario_prior = decode_array(blobs["scenario_prior"]).astype(np.float32)
         self.scenarios = json.loads(blobs["scenarios"])
+        if "retrieval_chooser" in blobs:  # older checkpoints start from the default weight
+            self.chooser.load(decode_array(blobs["retrieval_chooser"]))
         self._reset_changes()
         self._published_entities = {s: 0 for s in SIDES}  # the next publish is a snapshot
 

@@ -87,6 +87,12 @@ class Learner(Protocol):
         """What rebuilds the network for serving (``SnapshotMeta.network``); none for mf."""
         return {}
 
+    @property
+    def retrieval_weight(self) -> float | None:
+        """The recommendation weight of the model's score (``cel.retrieval``) the learner
+        has chosen; None: the serving default."""
+        return None
+
     def sequence_values(self, keys: StateKeys) -> dict[str, bytes]:
         """Behaviour sequences changed since the last publish, by state-store key."""
         return {}

@@ -119,7 +119,7 @@ class Publisher:
             events_applied=progress.events_applied,
             offsets=progress.offsets, sides=learner.side_meta(), scenarios=learner.scenarios,
             arrays=sorted(arrays),
-            network=learner.network_spec(),
+            network=learner.network_spec(), retrieval_weight=learner.retrieval_weight,
         )
         values = {self.keys.model_array(version, n): encode_array(a) for n, a in arrays.items()}
         values[self.keys.model_meta(version)] = meta.model_dump_json().encode()
@@ -147,7 +147,7 @@ class Publisher:
             sides=learner.side_meta(), first_new=first_new, scenarios=learner.scenarios,
             split_events=[SplitEvent(side=s, parent=p, child=c, moved=m)
                           for s, p, c, m in splits],
-            accepted_at=self._take_accepted(),
+            accepted_at=self._take_accepted(), retrieval_weight=learner.retrieval_weight,
         )
         delta_key = self.keys.model_delta(self.version, seq)
         seq_key = self.keys.model_delta_seq(self.version)

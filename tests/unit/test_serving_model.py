@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
+from cel.retrieval import DEFAULT_WEIGHT
 from service.serving_load import serving_model
 from service.serving_model import (
-    RETRIEVAL_MODEL_WEIGHT,
     DeltaMismatch,
     ModelDataError,
     ServingModel,
@@ -76,9 +76,10 @@ def test_unknown_ids_are_flagged_and_served_the_cold_default():
 
 
 def by_formula(user: int | list[float], n: int, exclude=(), items=ITEMS, table=ITEM_TABLE,
-               assign=ITEM_ASSIGN, popularity=POPULARITY, own_bias=None) -> list[str]:
-    """Brute force over the catalogue: RETRIEVAL_MODEL_WEIGHT x (row score + own bias) +
-    log(1 + positives), best first (ties: the older id)."""
+               assign=ITEM_ASSIGN, popularity=POPULARITY, own_bias=None,
+               weight: float = DEFAULT_WEIGHT) -> list[str]:
+    """Brute force over the catalogue: weight x (row score + own bias) + log(1 + positives),
+    best first (ties: the older id)."""
     u = USER_TABLE[user] if isinstance(user, int) else user
     totals = []
     for k, item in enumerate(items):
@@ -87,8 +88,22 @@ def by_formula(user: int | list[float], n: int, exclude=(), items=ITEMS, table=I
         row = table[assign[k]]
         model = float(np.dot(u[:-1], row[:-1]) + row[-1])
         model += 0.0 if own_bias is None else own_bias[k]
-        totals.append((-(RETRIEVAL_MODEL_WEIGHT * model + math.log1p(popularity[k])), k))
+        totals.append((-(weight * model + math.log1p(popularity[k])), k))
     return [items[k] for _, k in sorted(totals)[:n]]
+
+
+def test_the_trainers_retrieval_weight_reranks_recommendations():
+    """A delta carrying the trainer's chosen weight (cel.retrieval) re-ranks every row's
+    members by it; a delta without one keeps the weight."""
+    model, writer = build()
+    assert model.retrieval_weight == DEFAULT_WEIGHT
+    before = [i for i, _ in model.retrieve("alice", 5).items]
+    apply(model, writer, retrieval_weight=4.0)
+    after = [i for i, _ in model.retrieve("alice", 5).items]
+    assert after == by_formula(0, 5, weight=4.0) and after != before
+    apply(model, writer)
+    assert model.retrieval_weight == 4.0
+    assert [i for i, _ in model.retrieve("alice", 5).items] == after
 
 
 def test_recommend_ranks_by_the_model_weighted_by_popularity():

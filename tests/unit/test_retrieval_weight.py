@@ -1,0 +1,84 @@
+"""The recommendation weight chosen online (cel.retrieval) and the learner that feeds it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cel.retrieval import CANDIDATE_WEIGHTS, DEFAULT_WEIGHT, WeightChooser, retrieval_scores
+from celrec.demo import DemoWorkload
+from celrec.settings import Settings
+from trainer.cel_learner import CELLearner
+
+DEFAULT = CANDIDATE_WEIGHTS.index(DEFAULT_WEIGHT)
+
+
+def test_hits_count_only_ranked_items_above_the_target() -> None:
+    chooser = WeightChooser()
+    target = np.array([1.0, 5.0])  # the target's key under two weights
+    keys = np.array([np.arange(20.0), np.arange(20.0)])  # 20 candidates keyed 0..19
+    excluded = np.zeros(20, bool)
+    # weight 0: 18 candidates above 1.0; weight 1: 14 above 5.0; both miss the top 10
+    assert chooser.hits(target, keys, excluded).tolist() == [False, False]
+    excluded[10:] = True  # the user's recent items are not ranked: 8 and 4 above
+    assert chooser.hits(target, keys, excluded).tolist() == [True, True]
+    # a sample of the catalogue: each candidate counts for 2 items (16 and 8 above)
+    assert chooser.hits(target, keys, excluded, scale=2.0).tolist() == [False, True]
+
+
+def _rows(better: int, p_better: float, p_default: float, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    hits = rng.random((n, len(CANDIDATE_WEIGHTS))) < p_default
+    hits[:, better] = rng.random(n) < p_better
+    return hits
+
+
+def test_the_chooser_keeps_the_default_until_a_weight_proves_better() -> None:
+    chooser = WeightChooser()
+    chooser.observe(_rows(4, 0.35, 0.3, 100, seed=0))  # a small lead on 100 events
+    assert chooser.weight == DEFAULT_WEIGHT
+    chooser.observe(_rows(4, 0.6, 0.2, 400, seed=1))  # a clear one
+    assert chooser.weight == CANDIDATE_WEIGHTS[4]
+
+
+def test_noise_alone_never_moves_the_chooser() -> None:
+    for seed in range(20):
+        chooser = WeightChooser()
+        hits = np.random.default_rng(seed).random((2000, len(CANDIDATE_WEIGHTS))) < 0.3
+        hits[:, :] = hits[:, [DEFAULT]]  # every weight hits exactly where the default does
+        chooser.observe(hits)
+        assert chooser.weight == DEFAULT_WEIGHT
+
+
+def test_state_round_trips_and_rejects_another_shape() -> None:
+    chooser = WeightChooser()
+    chooser.observe(_rows(0, 0.9, 0.1, 300, seed=2))
+    other = WeightChooser()
+    other.load(chooser.state())
+    assert other.weight == chooser.weight == CANDIDATE_WEIGHTS[0]
+    with pytest.raises(ValueError):
+        other.load(np.zeros((2, 2)))
+
+
+def test_retrieval_scores_weigh_the_model_against_popularity() -> None:
+    keys = retrieval_scores(np.array([0, 9]), np.array([2.0, 0.0]), 0.5)
+    assert keys.tolist() == pytest.approx([1.0, np.log(10.0)])
+
+
+def test_the_learner_moves_to_the_model_where_groups_decide() -> None:
+    """The demo workload: clicks follow planted groups, not popularity, so ranking by the
+    model finds the next clicked items far more often; the learner's evidence says so and
+    the weight it publishes leaves the default for a heavier one."""
+    learner = CELLearner(Settings(_env_file=None, device="cpu"))  # type: ignore[call-arg]
+    events = DemoWorkload(users=200, items=100, groups=4, seed=3).events()
+    assert learner.retrieval_weight == DEFAULT_WEIGHT
+    for _ in range(60):
+        learner.learn([next(events) for _ in range(200)])
+    assert learner.retrieval_weight is not None and learner.retrieval_weight > DEFAULT_WEIGHT
+    # it travels with the checkpoint
+    restored = CELLearner(Settings(_env_file=None, device="cpu"))  # type: ignore[call-arg]
+    restored.restore(learner.state())
+    assert restored.retrieval_weight == learner.retrieval_weight
+    torch.testing.assert_close(torch.tensor(restored.chooser.state()),
+                               torch.tensor(learner.chooser.state()))
