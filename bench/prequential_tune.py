@@ -17,9 +17,10 @@ sparser; 4-5 star ratings with a quarter of the others, skewed to high ratings),
 after the first chunk (which every method scores before it has seen anything) and the mean.
 
 ``--grid recall``: the weight of the model's logit against log(1 + positives) in
-recommendations (``service.serving_model.RETRIEVAL_MODEL_WEIGHT``), by recall@10 on the same cuts
-with the evaluation protocol's queries (every 5th positive after a 20% warm-up whose user
-had an earlier positive; the user's earlier items excluded), ranking every known item.
+recommendations (the default of ``cel.retrieval``, which the trainer leaves only on
+evidence), by recall@10 on the same cuts with the evaluation protocol's queries (every 5th
+positive after a 20% warm-up whose user had an earlier positive; the user's earlier items
+excluded), ranking every known item.
 
 Writes bench/results/prequential_tune_<grid>.jsonl (one line per row).
 """
