@@ -110,6 +110,10 @@ class ModelResponse(BaseModel):
     scenarios: list[str]
     sides: dict[str, ModelSide]
     memory_bytes: int = Field(description="approximate bytes the served model holds in memory")
+    retrieval_weight: float = Field(
+        description="weight of the model's score against log(1 + positives) in "
+        "/recommendations, as the trainer last chose it"
+    )
     store_connected: bool = Field(description="whether the model follower reaches the store")
 
 

@@ -208,7 +208,8 @@ def build_router(state: ServiceState) -> APIRouter:
             events_applied=info.events_applied, scenarios=info.scenarios,
             sides={name: ModelSide(entities=s.entities, rows=s.rows, clusters=s.clusters,
                                    clustered=s.clustered) for name, s in info.sides.items()},
-            memory_bytes=info.memory_bytes, store_connected=follower.status().connected,
+            memory_bytes=info.memory_bytes, retrieval_weight=info.retrieval_weight,
+            store_connected=follower.status().connected,
         )
 
     return router

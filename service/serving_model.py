@@ -126,6 +126,7 @@ class ModelInfo:
     scenarios: list[str]
     sides: dict[str, SideInfo]
     memory_bytes: int
+    retrieval_weight: float
 
 
 @dataclass
@@ -522,6 +523,7 @@ class ServingModel:
                 model=self.kind, loss=self.loss, dim=self.dim,
                 events_applied=self.events_applied, scenarios=list(self.scenarios),
                 sides=sides, memory_bytes=self._nbytes(),
+                retrieval_weight=self.retrieval_weight,
             )
 
     def memory_bytes(self) -> int:

@@ -167,13 +167,15 @@ def test_model_info_and_deltas_become_visible(client, writer, app_state):
     assert body["sides"]["item"]["entities"] == 10 and body["sides"]["item"]["clusters"] == 3
     assert body["memory_bytes"] > 0 and body["age_seconds"] >= 0
     assert body["scenarios"] == SCENARIOS and body["store_connected"] is True
+    assert body["retrieval_weight"] == 0.25  # the default until the trainer chooses
     writer.delta(new_items=["fresh"], item_changed=([10], [1]), global_bias=2.0,
-                 accepted_at=[time.time() - 0.2, time.time() - 0.1])
+                 accepted_at=[time.time() - 0.2, time.time() - 0.1], retrieval_weight=1.0)
     assert app_state.follower.wait_for(lambda m: m.seq == 1, 5.0)
     scores = client.get("/scores", params={"user_id": "bob", "item_id": "fresh"}).json()
     assert scores["model_seq"] == 1 and scores["scores"][0]["unknown"] is False
     assert scores["scores"][0]["score"] == pytest.approx(sigmoid(hand_score(1, 1, 2.0)))
     assert client.get("/model").json()["sides"]["item"]["entities"] == 11
+    assert client.get("/model").json()["retrieval_weight"] == 1.0
     metrics = client.get("/metrics").text
     assert "celrec_freshness_seconds_count 2.0" in metrics
     assert "celrec_model_version 3.0" in metrics
