@@ -73,6 +73,10 @@ class TrainConfig:
     # epochs (0 included: the start alone) and, with ``bias_start_prior`` >= 0, whether to
     # start from the biases-only model; then the model trains on all the data (see ``fit``)
     holdout: float = 0.0
+    # > 0 (squared loss, with a holdout and ``bias_start_prior`` >= 0): keep the epochs the
+    # holdout chose only when their held-out loss beats the biases-only model's by this many
+    # standard errors of the per-example difference (paired); else the biases alone
+    holdout_z: float = 0.0
 
 
 @dataclass
@@ -259,20 +263,33 @@ class OfflineCEL:
         return total / max(len(train), 1)
 
     @torch.no_grad()
-    def _holdout_loss(self, valid: Interactions) -> float:
-        return float(self.rec.loss(self.rec.score(valid), valid.labels).mean())
+    def _holdout_losses(self, valid: Interactions) -> torch.Tensor:
+        return self.rec.loss(self.rec.score(valid), valid.labels)
 
     def _probe(self, part: Interactions, valid: Interactions, bias_start: float
-               ) -> tuple[float, int]:
-        """Train a probe on ``part`` and return its best loss on ``valid`` and the epoch it
-        was reached at (0: the start); the recommender is then put back as it was."""
+               ) -> tuple[float, int, torch.Tensor]:
+        """Train a probe on ``part``; its best loss on ``valid``, the epoch it was reached
+        at (0: the start) and the per-example losses then. The recommender is put back."""
         initial = snapshot(self.rec)
         config = replace(self.config, holdout=0.0, personal_epochs=0,
                          bias_start_prior=bias_start)
         probe = OfflineCEL(self.rec, config)
-        result = probe._run(part, None, valid)
+        best, epoch = probe._run(part, None, valid)
         restore(self.rec, initial)
-        return result
+        return best, epoch, probe._best_losses
+
+    @torch.no_grad()
+    def _beats_biases(self, part: Interactions, valid: Interactions,
+                      losses: torch.Tensor) -> bool:
+        """Whether ``losses`` on ``valid`` beat the biases-only model fitted on ``part`` by
+        ``holdout_z`` standard errors of the paired difference."""
+        mu, bu, bi = baseline_biases(part, self.rec.user_table.num_entities,
+                                     self.rec.item_table.num_entities,
+                                     self.config.bias_start_prior)
+        floor = (mu + bu[valid.users] + bi[valid.items] - valid.labels.float()).square()
+        gain = (floor - losses).double()
+        error = float(gain.std()) / max(len(gain), 1) ** 0.5 if len(gain) > 1 else 0.0
+        return float(gain.mean()) > self.config.holdout_z * error
 
     def fit(self, train: Interactions,
             on_epoch: Callable[[int, OfflineCEL], float | None] | None = None) -> History:
@@ -289,7 +306,11 @@ class OfflineCEL:
             part, valid = train.subset(order[n:]), train.subset(order[:n])
             starts = [-1.0] + ([cfg.bias_start_prior] if cfg.bias_start_prior >= 0 else [])
             probes = [(*self._probe(part, valid, start), start) for start in starts]
-            _, epochs, start = min(probes)
+            _, epochs, losses, start = min(probes, key=lambda p: (p[0], p[1]))
+            if (cfg.holdout_z > 0 and epochs > 0 and cfg.bias_start_prior >= 0
+                    and self.rec.task == "rating"
+                    and not self._beats_biases(part, valid, losses)):
+                epochs, start = 0, cfg.bias_start_prior  # the biases alone
             self.config = replace(cfg, epochs=epochs, bias_start_prior=start)
             self.history.best_epoch = epochs
         self._run(train, on_epoch, None)
@@ -311,16 +332,18 @@ class OfflineCEL:
             self.start_prior(train)
         if cfg.bias_start_prior >= 0 and self.rec.task == "rating":
             self.start_biases(train)
-        best, best_epoch = (self._holdout_loss(valid), 0) if valid is not None else (0.0, 0)
+        self._best_losses = (self._holdout_losses(valid) if valid is not None
+                             else torch.zeros(0))
+        best, best_epoch = float(self._best_losses.mean()) if valid is not None else 0.0, 0
         for epoch in range(cfg.epochs):
             hist.epoch_loss.append(self._epoch(train, 0.0, clustered))
             # the last epochs train on fixed clusters so the rows fit the final assignment
             if clustered and epoch < cfg.reassign_epochs and not self._growing():
                 self.reassign(train)
             if valid is not None:
-                loss = self._holdout_loss(valid)
-                if loss < best:
-                    best, best_epoch = loss, epoch + 1
+                losses = self._holdout_losses(valid)
+                if float(losses.mean()) < best:
+                    best, best_epoch, self._best_losses = float(losses.mean()), epoch + 1, losses
             self._report(epoch, on_epoch)
         if clustered and cfg.personal_epochs > 0:
             self.personalise(train, on_epoch)

@@ -75,6 +75,10 @@ class Preset(BaseModel):
         0.1, ge=0, lt=1, description="share of the training data held out to choose the "
                                      "epochs (0: the start alone) and the start; the model "
                                      "then trains on all of it (0: off, all epochs)")
+    holdout_z: float = Field(
+        2.0, ge=0, description="ratings: the held-out epochs are kept only when they beat the "
+                               "biases-only model on the holdout by this many standard errors "
+                               "(paired); else the biases alone (0: off)")
     personal_epochs: int = Field(
         0, ge=0, description="cel: epochs of own vectors on fixed clusters after training "
                              "(the cel+personal variant; 0: off)")
@@ -97,7 +101,8 @@ class Preset(BaseModel):
             extra_rows_prior=self.extra_rows_prior,
             extra_rows_min_count=self.extra_rows_min_count,
             bias_start_prior=self.bias_start_prior, holdout=self.holdout,
-            personal_epochs=self.personal_epochs, personal_l2=self.personal_l2, seed=seed)
+            holdout_z=self.holdout_z, personal_epochs=self.personal_epochs,
+            personal_l2=self.personal_l2, seed=seed)
 
     def extra_rows_for(self, protocol: str) -> int:
         return self.stream_extra_rows if protocol == "stream" else self.extra_rows

@@ -79,3 +79,39 @@ def test_without_interaction_signal_the_holdout_keeps_the_model_at_the_biases_fl
     assert epochs is not None and epochs < 40
     assert free > floor + 0.02  # unstopped, the factor term overfits the noise
     assert held < free and held < floor + 0.02
+
+
+def _low_rank(n: int, seed: int) -> Interactions:
+    """Ratings = 3 + a rank-2 user x item term + noise: signal the biases cannot hold."""
+    gen = torch.Generator().manual_seed(seed)
+    p, q = torch.randn(60, 2, generator=gen), torch.randn(40, 2, generator=gen)
+    users = torch.randint(60, (n,), generator=gen)
+    items = torch.randint(40, (n,), generator=gen)
+    labels = 3 + (p[users] * q[items]).sum(1) + 0.3 * torch.randn(n, generator=gen)
+    return Interactions(users, items, labels)
+
+
+def test_the_paired_check_falls_back_to_the_biases_unless_the_epochs_earn_it() -> None:
+    """``holdout_z``: the held-out epochs are kept only when they beat the biases-only model
+    on the holdout by that many standard errors. A bar no model clears leaves exactly the
+    biases-only model (no factor term); on data with an interaction term, 2 standard errors
+    are cleared and the epochs kept."""
+    def fit(data: Interactions, z: float) -> tuple[OfflineCEL, object]:
+        rec = make_recommender("full", 60, 40, "mf", 8, "item", device="cpu", seed=0)
+        config = TrainConfig(epochs=20, batch_size=64, lr=0.02, reg=0.0,
+                             bias_start_prior=5.0, holdout=0.2, holdout_z=z)
+        trainer = OfflineCEL(rec, config)
+        trainer.fit(data)
+        return trainer, rec
+
+    biased, _, _ = _biased(n=1500, seed=4)
+    trainer, rec = fit(biased, 1e6)
+    assert trainer.config.epochs == 0 and trainer.history.best_epoch == 0
+    mu, bu, bi = baseline_biases(biased, 60, 40, prior=5.0)
+    probe = Interactions(torch.arange(60).repeat(40), torch.arange(40).repeat_interleave(60),
+                         torch.zeros(2400))
+    with torch.no_grad():
+        torch.testing.assert_close(rec.score(probe), mu + bu[probe.users] + bi[probe.items],
+                                   atol=1e-4, rtol=0)
+    trainer, _ = fit(_low_rank(3000, seed=5), 2.0)
+    assert trainer.config.epochs > 0 and trainer.history.best_epoch == trainer.config.epochs
