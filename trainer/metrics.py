@@ -196,6 +196,11 @@ class TrainerMetrics:
         self.clusters = Gauge(
             "celrec_trainer_clusters", "Live clusters (embedding rows) per side", ["side"],
             registry=r)
+        self.retrieval_weight = Gauge(
+            "celrec_trainer_retrieval_weight",
+            "Weight of the model's score against log(1 + positives) in recommendations, as "
+            "the trainer last chose it (cel.retrieval; NaN for models without one)",
+            registry=r)
         self.entities = Gauge(
             "celrec_trainer_entities", "Known entities (ids) per side", ["side"], registry=r)
         self.splits = Counter(
@@ -354,6 +359,8 @@ class TrainerMetrics:
             self.device_memory.labels(device=device).set(torch.cuda.memory_allocated(device))
         else:
             self.device_memory.labels(device=device).set(learner.memory_bytes())
+        weight = learner.retrieval_weight
+        self.retrieval_weight.set(float("nan") if weight is None else weight)
         for side in SIDES:
             sizes = learner.cluster_sizes(side)
             self._cluster_sizes.sizes[side] = sizes
