@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from celrec.presets import load_preset  # noqa: E402
 from cli.evaluation.cli import build_parser, spec_from_args  # noqa: E402
-from cli.evaluation.protocols import prepare  # noqa: E402
+from cli.evaluation.protocols import prepare, random_split  # noqa: E402
 from cli.evaluation.runner import evaluate  # noqa: E402
 
 UDATA = ROOT.parent / "shared" / "data" / "movielens-100k" / "ml-100k" / "u.data"
@@ -70,8 +70,7 @@ def main() -> int:
         for name, rows in cuts().items():
             seed = 0
             if args.validation:  # the rows prepare() puts in the training part, then re-cut
-                perm = np.random.default_rng(0).permutation(len(rows))
-                rows, seed = rows[perm[: int(round(len(rows) * 0.8))]], 1
+                rows, seed = rows[random_split(len(rows), 0)[0]], 1
             path = Path(tmp) / f"{name}.data"
             np.savetxt(path, rows, fmt="%d", delimiter="\t")
             eval_args = build_parser().parse_args(

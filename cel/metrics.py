@@ -37,8 +37,21 @@ def auc(pred: torch.Tensor, labels: torch.Tensor) -> float | None:
 def logloss(prob: torch.Tensor, labels: torch.Tensor, eps: float = 1e-7) -> float | None:
     if not len(labels):
         return None
-    p = prob.double().clamp(eps, 1 - eps)
-    return float(-(labels * p.log() + (1 - labels) * (1 - p).log()).mean())
+    return float(logloss_per_example(prob, labels, eps).mean())
+
+
+def logloss_per_example(prob: torch.Tensor, labels: torch.Tensor, eps: float = 1e-7
+                        ) -> torch.Tensor:
+    p, y = prob.double().clamp(eps, 1 - eps), labels.double()
+    return -(y * p.log() + (1 - y) * (1 - p).log())
+
+
+def proven_lead(total, total_sq, z: float):
+    """Whether a summed paired gain ``total`` (with ``total_sq`` the sum of its squared
+    per-example parts) is positive by more than ``z`` standard errors: ``total > z *
+    sqrt(total_sq)``. Elementwise for arrays. With gains of +1/-1 per disagreement it is
+    the sign test of McNemar."""
+    return (total > 0) & (total * total > z * z * total_sq)
 
 
 def adjusted_rand_index(a: torch.Tensor, b: torch.Tensor) -> float:

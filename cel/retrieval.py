@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from cel.metrics import proven_lead
+
 CANDIDATE_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0)
 DEFAULT_WEIGHT = 0.25  # the best fixed weight on the tuning cuts
 TOP_N = 10
 
 
 def retrieval_scores(positives: np.ndarray, model_scores: np.ndarray,
-                     weight: float) -> np.ndarray:
-    """The ranking key of items: ``log(1 + positives) + weight x model score``."""
+                     weight: float | np.ndarray) -> np.ndarray:
+    """The ranking key of items: ``log(1 + positives) + weight x model score`` (broadcast:
+    a column of weights gives one row of keys per weight)."""
     return np.log1p(positives.astype(np.float64)) + weight * model_scores
 
 
@@ -42,7 +45,7 @@ class WeightChooser:
     def weight(self) -> float:
         wins, losses = self.discordant[:, 0], self.discordant[:, 1]
         gain = wins - losses
-        proven = gain > self.z * np.sqrt(wins + losses + 1e-12)
+        proven = proven_lead(gain, wins + losses, self.z)
         if not proven.any():
             return DEFAULT_WEIGHT
         return float(self.weights[int(np.argmax(np.where(proven, gain, -np.inf)))])

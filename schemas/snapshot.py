@@ -82,6 +82,11 @@ class SplitEvent(BaseModel):
     moved: int
 
 
+_RETRIEVAL_WEIGHT = ("weight of the model's score against log(1 + positives) when ranking "
+                     "recommendations, as the trainer last chose it (cel.retrieval); None: "
+                     "the default weight")
+
+
 class SnapshotMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -101,11 +106,7 @@ class SnapshotMeta(BaseModel):
         description="saml/dupn: what rebuilds the network (cel.deep_serving.network_spec: "
         "kind, config, max_scenarios, behaviours); empty for mf",
     )
-    retrieval_weight: float | None = Field(
-        None, ge=0, description="weight of the model's score against log(1 + positives) when "
-        "ranking recommendations, as the trainer last chose it (cel.retrieval); None: the "
-        "default weight",
-    )
+    retrieval_weight: float | None = Field(None, ge=0, description=_RETRIEVAL_WEIGHT)
 
 
 class DeltaHeader(BaseModel):
@@ -124,11 +125,7 @@ class DeltaHeader(BaseModel):
         default_factory=list,
         description="acceptance times (unix s) of a sample of the events this delta covers",
     )
-    retrieval_weight: float | None = Field(
-        None, ge=0, description="weight of the model's score against log(1 + positives) when "
-        "ranking recommendations, as the trainer last chose it (cel.retrieval); None: the "
-        "default weight",
-    )
+    retrieval_weight: float | None = Field(None, ge=0, description=_RETRIEVAL_WEIGHT)
 
 
 class UpdateNotice(BaseModel):

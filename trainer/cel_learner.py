@@ -132,14 +132,11 @@ class CELLearner(Learner):
             .cpu().numpy().astype(np.float64)
         recent = self.model.recent_partners("user", torch.from_numpy(who)).cpu().numpy()
         pool_pos, target_pos = self._positives_of(pool), self._positives_of(target)
-        hits = []
-        for k in range(len(picked)):
-            excluded = (pool == target[k]) | np.isin(pool, recent[k])
-            keys = np.stack([retrieval_scores(pool_pos, scores[k], w)
-                             for w in CANDIDATE_WEIGHTS])
-            mine = np.array([retrieval_scores(target_pos[k:k + 1], own[k:k + 1], w)[0]
-                             for w in CANDIDATE_WEIGHTS])
-            hits.append(self.chooser.hits(mine, keys, excluded, scale))
+        weights = np.asarray(CANDIDATE_WEIGHTS)[:, None]
+        hits = [self.chooser.hits(retrieval_scores(target_pos[k], own[k], weights[:, 0]),
+                                  retrieval_scores(pool_pos, scores[k], weights),
+                                  (pool == target[k]) | np.isin(pool, recent[k]), scale)
+                for k in range(len(picked))]
         self.chooser.observe(np.array(hits))
 
     def _positives_of(self, items: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from cel.build import full_bytes, make_recommender
 from cel.clusters import reassign_by_trial
 from cel.grad_split import GradientSplitter
 from cel.interactions import Interactions
-from cel.metrics import auc, logloss
+from cel.metrics import auc, logloss, logloss_per_example, proven_lead
 from cel.offline import OfflineCEL
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
@@ -374,7 +374,8 @@ class ScenarioGate:
         self.events = torch.zeros(k, dtype=torch.long)
         self.gain = torch.zeros(k, dtype=torch.float64)  # sum of shared - saml log loss
         self.gain2 = torch.zeros(k, dtype=torch.float64)  # its sum of squares
-        self.past: list[list[torch.Tensor]] = [[] for _ in range(k)]  # (label, saml, shared)
+        # per scenario, the latest ``window`` events' (label, saml, shared)
+        self.past = [torch.zeros(0, 3) for _ in range(k)]
         self.served = torch.zeros(k, dtype=torch.bool)
 
     def choose(self, scenarios: torch.Tensor, saml: torch.Tensor,
@@ -383,11 +384,7 @@ class ScenarioGate:
 
     def observe(self, scenarios: torch.Tensor, labels: torch.Tensor, saml: torch.Tensor,
                 shared: torch.Tensor) -> None:
-        def losses(pred: torch.Tensor) -> torch.Tensor:
-            p, y = pred.double().clamp(1e-7, 1 - 1e-7), labels.double()
-            return -(y * p.log() + (1 - y) * (1 - p).log())
-
-        diff = losses(shared) - losses(saml)
+        diff = logloss_per_example(shared, labels) - logloss_per_example(saml, labels)
         self.gain.index_add_(0, scenarios, diff)
         self.gain2.index_add_(0, scenarios, diff.square())
         self.events.index_add_(0, scenarios, torch.ones_like(scenarios))
@@ -395,10 +392,9 @@ class ScenarioGate:
             mine = scenarios == k
             rows = torch.stack([labels[mine].float(), saml[mine].float(),
                                 shared[mine].float()], 1)
-            past = torch.cat(self.past[k] + [rows])[-self.window:]
-            self.past[k] = [past]
-            lead = (self.events[k] >= self.min_events and self.gain[k] > 0
-                    and self.gain[k] ** 2 > self.z ** 2 * self.gain2[k])
+            self.past[k] = past = torch.cat([self.past[k], rows])[-self.window:]
+            lead = (self.events[k] >= self.min_events
+                    and bool(proven_lead(self.gain[k], self.gain2[k], self.z)))
             own, plain = auc(past[:, 1], past[:, 0]), auc(past[:, 2], past[:, 0])
             self.served[k] = bool(lead and own is not None and plain is not None
                                   and own > plain)

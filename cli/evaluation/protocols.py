@@ -33,6 +33,14 @@ class Prepared:
     label_mean: float
 
 
+def random_split(n: int, seed: int, test_fraction: float = 0.2
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the random protocol's training and test parts (in file order's terms)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    cut = int(round(n * (1 - test_fraction)))
+    return perm[:cut], perm[cut:]
+
+
 def prepare(data: str | None, fmt: str, protocol: str, seed: int = 0,
             train_path: str | None = None, test_path: str | None = None,
             negatives: int = 1, test_fraction: float = 0.2) -> Prepared:
@@ -54,9 +62,8 @@ def prepare(data: str | None, fmt: str, protocol: str, seed: int = 0,
         if protocol == "stream":
             train_raw, test_raw = raw.take(np.arange(0)), raw
         else:
-            perm = np.random.default_rng(seed).permutation(len(raw))
-            cut = int(round(len(raw) * (1 - test_fraction)))
-            train_raw, test_raw = raw.take(perm[:cut]), raw.take(perm[cut:])
+            train_rows, test_rows = random_split(len(raw), seed, test_fraction)
+            train_raw, test_raw = raw.take(train_rows), raw.take(test_rows)
     if protocol == "stream":
         test_raw = test_raw.take(np.argsort(test_raw.times, kind="stable"))
     vocab = Vocabulary().fit(train_raw, test_raw)
