@@ -91,15 +91,22 @@ def rating_cuts(data_root: str | None) -> dict[str, tuple[list[str], list[str], 
             "skewed": pick(skewed)}
 
 
-def run_rating(cut: tuple[list[str], list[str], np.ndarray], config: dict) -> dict:
-    users, items = dense(cut[0]), dense(cut[1])
-    labels = torch.from_numpy(cut[2])
-    model = OnlineCEL(OnlineCELConfig(loss="mse", **config), device="cpu")
+def progressive(users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
+                config: dict) -> torch.Tensor:
+    """``cel.online.OnlineCEL`` with ``config`` over the stream: each chunk predicted, then
+    learnt."""
+    model = OnlineCEL(OnlineCELConfig(**config), device="cpu")
     preds = []
     for s in range(0, len(users), CHUNK):
         preds.append(model.predict(users[s:s + CHUNK], items[s:s + CHUNK]))
         model.step(users[s:s + CHUNK], items[s:s + CHUNK], labels[s:s + CHUNK])
-    err = (torch.cat(preds) - labels).numpy().astype(np.float64)[CHUNK:]
+    return torch.cat(preds)
+
+
+def run_rating(cut: tuple[list[str], list[str], np.ndarray], config: dict) -> dict:
+    labels = torch.from_numpy(cut[2])
+    preds = progressive(dense(cut[0]), dense(cut[1]), labels, {"loss": "mse", **config})
+    err = (preds - labels).numpy().astype(np.float64)[CHUNK:]
     return {"rmse_after_first_chunk": float(np.sqrt(np.mean(err ** 2))), "events": len(labels)}
 
 
@@ -111,12 +118,8 @@ def dense(keys: list[str]) -> torch.Tensor:
 def run_scores(stream, config: dict) -> dict:
     users, items = dense(stream.users), dense(stream.items)
     labels = torch.from_numpy(np.asarray(stream.values, np.float32))
-    model = OnlineCEL(OnlineCELConfig(**config), device="cpu")
-    preds = []
-    for s in range(0, len(users), CHUNK):
-        preds.append(model.predict(users[s:s + CHUNK], items[s:s + CHUNK]))
-        model.step(users[s:s + CHUNK], items[s:s + CHUNK], labels[s:s + CHUNK])
-    p, y = torch.cat(preds).numpy().astype(np.float64), labels.numpy().astype(np.float64)
+    preds = progressive(users, items, labels, config)
+    p, y = preds.numpy().astype(np.float64), labels.numpy().astype(np.float64)
     first = np.zeros(len(y), bool)
     seen: set[int] = set()
     for k, i in enumerate(items.tolist()):

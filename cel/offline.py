@@ -152,6 +152,8 @@ class OfflineCEL:
         self._next_reassign = config.reassign_every
         self._interval = config.reassign_every
         self._inv_count: dict[str, torch.Tensor] = {}  # side -> 1 / n per entity
+        # per-example held-out losses at the best epoch of the last run with a holdout
+        self._best_losses = torch.zeros(0)
 
     def _start_own_priors(self, train: Interactions) -> None:
         cfg = self.config
