@@ -24,7 +24,7 @@ from cel.build import full_bytes, make_recommender
 from cel.clusters import reassign_by_trial
 from cel.grad_split import GradientSplitter
 from cel.interactions import Interactions
-from cel.metrics import auc, logloss, logloss_per_example, proven_lead
+from cel.metrics import auc, logloss_per_example, proven_lead
 from cel.offline import OfflineCEL
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
@@ -359,6 +359,25 @@ def evaluate_multiscenario(task: MSTask, spec: MSSpec,
     return [run_method(m, task, spec) for m in methods]
 
 
+# One check per scenario offline: the same margin as the CEL floor's (``Preset.holdout_z``).
+HOLDOUT_Z = 2.0
+
+
+def higher_auc(labels: torch.Tensor, saml: torch.Tensor, shared: torch.Tensor) -> bool:
+    own, plain = auc(saml, labels), auc(shared, labels)
+    return own is not None and plain is not None and own > plain
+
+
+def beats_shared(labels: torch.Tensor, saml: torch.Tensor, shared: torch.Tensor,
+                 z: float) -> bool:
+    """SAML's predictions beat the shared model's on these events: a higher AUC, and a log
+    loss lower by ``z`` standard errors of the summed per-event difference."""
+    diff = (logloss_per_example(shared, labels).double()
+            - logloss_per_example(saml, labels).double())
+    return (bool(proven_lead(diff.sum(), diff.square().sum(), z))
+            and higher_auc(labels, saml, shared))
+
+
 class ScenarioGate:
     """Per scenario, serve SAML's prediction only while, on that scenario's earlier events
     (each scored before it was learnt), it beats the shared model on both counts of the
@@ -395,9 +414,7 @@ class ScenarioGate:
             self.past[k] = past = torch.cat([self.past[k], rows])[-self.window:]
             lead = (self.events[k] >= self.min_events
                     and bool(proven_lead(self.gain[k], self.gain2[k], self.z)))
-            own, plain = auc(past[:, 1], past[:, 0]), auc(past[:, 2], past[:, 0])
-            self.served[k] = bool(lead and own is not None and plain is not None
-                                  and own > plain)
+            self.served[k] = lead and higher_auc(past[:, 0], past[:, 1], past[:, 2])
 
 
 def saml_stream_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
@@ -494,18 +511,15 @@ def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
     fit(fitted, task.train, spec, valid=task.test)
     test = scenario_data(prep.test, probe_base)
     deviation = torch.logit(predict_all(fitted, test).double(), eps=1e-7) - test.base.double()
-    # per scenario, the deviation stays only where it raised the held-out AUC and lowered
-    # the held-out log loss (a deviation that only re-ranks within its scenario can still
-    # shift its scores against the other scenarios')
+    # per scenario, the deviation stays only where it beat the shared model on the holdout
+    # (a deviation that only re-ranks within its scenario can still shift its scores against
+    # the other scenarios': log loss as well as AUC)
     checked = task.test
     held_pred, shared_pred = predict_all(fitted, checked), torch.sigmoid(checked.base)
     for k in range(scenarios):
         mine = checked.scenarios == k
-        labels = checked.labels[mine]
-        own, plain = auc(held_pred[mine], labels), auc(shared_pred[mine], labels)
-        better = own is not None and plain is not None and own > plain
-        better = better and logloss(held_pred[mine], labels) < logloss(shared_pred[mine], labels)
-        if not better:
+        if not beats_shared(checked.labels[mine], held_pred[mine], shared_pred[mine],
+                            HOLDOUT_Z):
             deviation[test.scenarios == k] = 0.0
     base = shared_deepfm(prep, table, args, preset)
     with torch.no_grad():

@@ -11,7 +11,14 @@ import torch
 
 from cel.synthetic_scenarios import make_scenario_data
 from cli.evaluation.cli import main
-from cli.evaluation.multiscenario import MSData, MSSpec, MSTask, ScenarioGate, run_method
+from cli.evaluation.multiscenario import (
+    MSData,
+    MSSpec,
+    MSTask,
+    ScenarioGate,
+    beats_shared,
+    run_method,
+)
 from cli.evaluation.sequences import EventLog, SeqSpec, build_histories, run_stream
 
 
@@ -169,6 +176,24 @@ def test_scenario_gate_waits_for_evidence() -> None:
         saml = 0.5 + 0.05 * torch.randn(100, generator=gen)  # no signal, just jitter
         noisy.observe(torch.zeros(100, dtype=torch.long), labels, saml, torch.full((100,), 0.5))
         assert not bool(noisy.served[0])
+
+
+def test_holdout_check_needs_a_lead_beyond_noise() -> None:
+    """The offline check keeps a deviation for a clear lead on both counts, not for a lead
+    within noise, nor for a log-loss lead that ranks worse."""
+    gen = torch.Generator().manual_seed(2)
+    _, labels, saml, shared = _gate_batch(2000, 0, gen, 0.1)
+    assert beats_shared(labels, saml, shared, z=2.0)
+    labels = (torch.rand(2000, generator=gen) < 0.5).float()
+    jitter = 0.5 + 0.02 * torch.randn(2000, generator=gen)  # no signal: AUC near 0.5 by luck
+    shared = torch.full((2000,), 0.5)
+    assert not beats_shared(labels, jitter, shared, z=2.0)
+    # a lower log loss (the shared model is overconfident) but a worse ranking
+    flipped = torch.rand(2000, generator=gen) < 0.2
+    overconfident = torch.where(flipped ^ (labels > 0), 0.99, 0.01)  # AUC about 0.8
+    flat = 0.5 + 0.001 * torch.randn(2000, generator=gen)  # AUC about 0.5
+    assert not beats_shared(labels, flat, overconfident, z=0.0)
+    assert beats_shared(labels, overconfident, flat, z=0.0) is False  # ranks, loses log loss
 
 
 def test_cli_dupn_needs_the_stream_protocol(tmp_path: Path,
