@@ -24,10 +24,11 @@ from cel.build import full_bytes, make_recommender
 from cel.clusters import reassign_by_trial
 from cel.grad_split import GradientSplitter
 from cel.interactions import Interactions
-from cel.metrics import auc, logloss_per_example, proven_lead
+from cel.metrics import auc, logloss, logloss_per_example, proven_lead
 from cel.offline import OfflineCEL
 from cel.recommender import Recommender
 from cel.saml import SAML, SAMLConfig
+from cel.scenario_cells import CellDeviation, coarse_groups, fit_cells
 from cel.tables import ClusteredEmbedding, restore, snapshot
 from celrec.presets import Preset
 from cli.evaluation.runner import RunSpec, _result, earlier_counts, recommender_for
@@ -88,9 +89,16 @@ class MSSpec:
     reassign_epochs: int = 1_000  # the in-epoch reassignments stop after this many epochs
     saml_reassign_by: str = "full"  # SAML: score reassignment by "full" loss or "aux" alone
     valid_fraction: float = 0.1
+    # offline: each scenario holds out at least this many events (at most half of its own),
+    # so the held-out check can see a small scenario's lead
+    min_holdout_events: int = 500
     seed: int = 0
     max_branches: int = 8
     scenario_rows: bool | None = None  # SAML's per-branch rows; None: only on CEL tables
+    # scenario cells (cel.scenario_cells): the coarse group counts and ridges tried, the
+    # pair with the lowest held-out log loss kept per scenario
+    cell_groups: tuple[int, ...] = (2, 4, 8, 16)
+    cell_ridges: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     extra: dict = field(default_factory=dict)
 
 
@@ -490,45 +498,141 @@ def shared_deepfm(prep, table: str, args, preset: Preset,
 
 
 def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
-                   ) -> tuple[torch.Tensor, int, MSTask]:
-    """SAML offline, on the shared DeepFM (``shared_deepfm``): its test predictions, memory
-    and the task (test part) they are for.
+                   ) -> tuple[torch.Tensor, int, MSTask, dict[int, str]]:
+    """SAML offline, on the shared DeepFM (``shared_deepfm``): its test predictions, memory,
+    the task (test part) they are for, and the deviation served per scenario.
 
-    SAML learns its scenario deviations where they can be checked: on a shared model
-    trained on all but ``spec.valid_fraction`` of the training data, scored on the rest
-    after each epoch, the start (no deviation) included. The prediction is the shared
-    model trained on all the training data plus that deviation. (On the shared model's own
-    training data the deviations would chase that model's training fit instead.)"""
-    gen = torch.Generator().manual_seed(spec.seed)
-    order = torch.randperm(len(prep.train), generator=gen)
-    n_valid = max(1, int(spec.valid_fraction * len(prep.train)))
-    part, held = prep.train.subset(order[n_valid:]), prep.train.subset(order[:n_valid])
+    Deviations are learnt where they can be checked: on a shared model trained on all but a
+    holdout of the training data (``holdout_mask``). Two per scenario: SAML's branches
+    (epochs chosen on the holdout, the start included) and the scenario's cells
+    (``scenario_cells``, refitted on all its events once checked). The prediction is the
+    shared model trained on all the training data plus the deviation chosen per scenario.
+    (On the shared model's own training data the deviations would chase that model's
+    training fit instead.)"""
     scenarios = prep.context_cardinalities[0] if prep.context_cardinalities else 1
+    is_held = holdout_mask(scenario_data(prep.train).scenarios, spec)
+    part, held = prep.train.subset(~is_held), prep.train.subset(is_held)
     probe_base = shared_deepfm(prep, table, args, preset, part)
     task = MSTask(scenario_data(part, probe_base), scenario_data(held, probe_base),
                   prep.num_users, prep.num_items, scenarios)
     fitted = build_saml(task, spec, probe_base)
     fit(fitted, task.train, spec, valid=task.test)
     test = scenario_data(prep.test, probe_base)
-    deviation = torch.logit(predict_all(fitted, test).double(), eps=1e-7) - test.base.double()
-    # per scenario, the deviation stays only where it beat the shared model on the holdout
-    # (a deviation that only re-ranks within its scenario can still shift its scores against
-    # the other scenarios': log loss as well as AUC)
+    branches = torch.logit(predict_all(fitted, test).double(), eps=1e-7) - test.base.double()
     checked = task.test
-    held_pred, shared_pred = predict_all(fitted, checked), torch.sigmoid(checked.base)
+    held_branches = torch.logit(predict_all(fitted, checked).double(), eps=1e-7)
+    cells = scenario_cells(probe_base, task, spec)
+    # per scenario, of SAML's branch deviation and its scenario cells, the one with the lower
+    # held-out log loss among those that beat the shared model on the scenario's holdout
+    # (log loss as well as AUC); none of them: the shared model
+    deviation = torch.zeros(len(test), dtype=torch.float64)
+    chosen: dict[int, str] = {}
+    gains: dict[int, float] = {}  # held-out log loss gained per scenario
+    shared_held = torch.sigmoid(checked.base)
+    held_served = checked.base.double().clone()  # logits served on the holdout
     for k in range(scenarios):
-        mine = checked.scenarios == k
-        if not beats_shared(checked.labels[mine], held_pred[mine], shared_pred[mine],
-                            HOLDOUT_Z):
-            deviation[test.scenarios == k] = 0.0
+        mine, serve = checked.scenarios == k, test.scenarios == k
+        labels = checked.labels[mine]
+        candidates = [("branches", held_branches[mine], branches[serve])]
+        if k in cells:
+            cell = cells[k]
+            # checked on the holdout, served as refitted on all the scenario's events
+            served = refit_cells(cell, task, k)
+            candidates.append(("cells", checked.base[mine].double()
+                               + cell.deviation(checked.users[mine], checked.items[mine]),
+                               served(test.users[serve], test.items[serve]).double()))
+        passed = [(logloss(torch.sigmoid(held), labels), name, held, dev)
+                  for name, held, dev in candidates
+                  if beats_shared(labels, torch.sigmoid(held).float(), shared_held[mine],
+                                  HOLDOUT_Z)]
+        if passed:
+            _, chosen[k], held_served[mine], deviation[serve] = min(passed, key=lambda c: c[0])
+            gains[k] = float(logloss(shared_held[mine], labels) - logloss(
+                torch.sigmoid(held_served[mine]), labels))
+    for k in pooled_drops(checked.labels, checked.scenarios, checked.base, held_served, gains):
+        chosen.pop(k)
+        deviation[test.scenarios == k] = 0.0
     base = shared_deepfm(prep, table, args, preset)
     with torch.no_grad():
         shared = base.score(prep.test).double()
     pred = torch.sigmoid(shared + deviation).float()
     report = replace(test, base=shared.float())  # the shared model's own logits
     memory = fitted.module.memory_bytes() + base.user_table.memory_bytes() \
-        + base.item_table.memory_bytes()
-    return pred, memory, MSTask(task.train, report, prep.num_users, prep.num_items, scenarios)
+        + base.item_table.memory_bytes() \
+        + sum(cells[k].deviation.memory_bytes() for k, name in chosen.items() if name == "cells")
+    return (pred, memory, MSTask(task.train, report, prep.num_users, prep.num_items, scenarios),
+            chosen)
+
+
+def pooled_drops(labels: torch.Tensor, scenarios: torch.Tensor, shared: torch.Tensor,
+                 served: torch.Tensor, gains: dict[int, float]) -> list[int]:
+    """Scenarios whose deviation to drop, weakest first (``gains``: each deviating
+    scenario's held-out log-loss gain), until the logits ``served`` rank the pooled holdout
+    better than the ``shared`` logits and lose less on it. Each deviation was checked within
+    its scenario; this checks how they move the scenarios' scores against each other's."""
+    served, dropped = served.double().clone(), []
+    for k in sorted(gains, key=gains.get):
+        if beats_shared(labels, torch.sigmoid(served).float(), torch.sigmoid(shared).float(),
+                        0.0):
+            break
+        dropped.append(k)
+        served[scenarios == k] = shared[scenarios == k].double()
+    return dropped
+
+
+def holdout_mask(scenarios: torch.Tensor, spec: MSSpec) -> torch.Tensor:
+    """The offline holdout (True): a seeded ``spec.valid_fraction`` of each scenario's
+    training events, but at least ``spec.min_holdout_events`` of them, and at most half."""
+    counts = torch.bincount(scenarios).double()[scenarios]
+    share = torch.clamp(torch.clamp(spec.min_holdout_events / counts, min=spec.valid_fraction),
+                        max=0.5)
+    return torch.rand(len(scenarios), generator=torch.Generator().manual_seed(spec.seed),
+                      dtype=torch.float64) < share
+
+
+@dataclass
+class ScenarioCells:
+    deviation: CellDeviation  # fitted on the training part, for the held-out check
+    ridge: float
+
+
+def scenario_cells(base: Recommender, task: MSTask, spec: MSSpec) -> dict[int, ScenarioCells]:
+    """Per scenario with events in both parts, its cell deviation from ``base`` (whose logits
+    ``task`` carries): groups from k-means of base's entity rows, cells fitted on
+    ``task.train``; the group count and ridge of ``spec`` with the lowest log loss on
+    ``task.test`` (the holdout)."""
+    with torch.no_grad():
+        rows = {side: table(torch.arange(n))[:, :-1] for side, table, n in (
+            ("user", base.user_table, task.num_users), ("item", base.item_table, task.num_items))}
+    groups = [(coarse_groups(rows["user"], g, spec.seed), coarse_groups(rows["item"], g, spec.seed))
+              for g in spec.cell_groups]
+    train, held = task.train, task.test
+    out: dict[int, ScenarioCells] = {}
+    for k in range(task.num_scenarios):
+        mine, check = train.scenarios == k, held.scenarios == k
+        if not bool(mine.any()) or not bool(check.any()):
+            continue
+        best = None
+        for user_group, item_group in groups:
+            for ridge in spec.cell_ridges:
+                cell = fit_cells(train.base[mine], train.users[mine], train.items[mine],
+                                 train.labels[mine], user_group, item_group, ridge)
+                loss = logloss(torch.sigmoid(held.base[check] + cell(held.users[check],
+                                                                       held.items[check])),
+                               held.labels[check])
+                if best is None or loss < best[0]:
+                    best = (loss, ScenarioCells(cell, ridge))
+        out[k] = best[1]
+    return out
+
+
+def refit_cells(cells: ScenarioCells, task: MSTask, scenario: int) -> CellDeviation:
+    """The same groups and ridge, fitted on the scenario's events of both parts."""
+    both = [(part, part.scenarios == scenario) for part in (task.train, task.test)]
+    users, items, labels, base = (torch.cat([getattr(part, name)[mine] for part, mine in both])
+                                  for name in ("users", "items", "labels", "base"))
+    dev = cells.deviation
+    return fit_cells(base, users, items, labels, dev.user_group, dev.item_group, cells.ridge)
 
 
 def cli_report(args, preset: Preset) -> dict:
@@ -555,9 +659,10 @@ def cli_report(args, preset: Preset) -> dict:
         if args.protocol == "stream":
             pred, shared_pred, memory, data = saml_stream_on_shared(prep, table, args, preset,
                                                                     spec)
+            chosen: dict[int, str] = {}  # the stream gate's choice changes over the stream
             events = len(data)
         else:
-            pred, memory, run = saml_on_shared(prep, table, args, preset, spec)
+            pred, memory, run, chosen = saml_on_shared(prep, table, args, preset, spec)
             data, events = run.test, len(prep.train) * spec.epochs
             shared_pred = torch.sigmoid(data.base)
         seconds = time.perf_counter() - clock
@@ -573,6 +678,8 @@ def cli_report(args, preset: Preset) -> dict:
         result["scenarios"] = per_scenario(pred, data, scenarios)
         # the shared model alone, for comparison
         result["shared"] = per_scenario(shared_pred, data, scenarios)
+        # offline: the deviation served per scenario (branches, cells; absent: none)
+        result["deviation"] = {str(k): name for k, name in chosen.items()}
         results.append(result)
     return {"dataset": args.data or f"{args.train} | {args.test}", "protocol": args.protocol,
             "task": "binary", "model": "saml", "side": "both", "clusters": args.clusters,

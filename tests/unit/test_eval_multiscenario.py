@@ -17,6 +17,7 @@ from cli.evaluation.multiscenario import (
     MSTask,
     ScenarioGate,
     beats_shared,
+    pooled_drops,
     run_method,
 )
 from cli.evaluation.sequences import EventLog, SeqSpec, build_histories, run_stream
@@ -194,6 +195,20 @@ def test_holdout_check_needs_a_lead_beyond_noise() -> None:
     flat = 0.5 + 0.001 * torch.randn(2000, generator=gen)  # AUC about 0.5
     assert not beats_shared(labels, flat, overconfident, z=0.0)
     assert beats_shared(labels, overconfident, flat, z=0.0) is False  # ranks, loses log loss
+
+
+def test_pooled_check_drops_a_deviation_that_shifts_its_scenario() -> None:
+    """Each scenario ranks better with its deviation, but scenario 1's also lifts its
+    scores above scenario 0's positives: it goes (the weaker one first), scenario 0's stays."""
+    gen = torch.Generator().manual_seed(3)
+    scenarios = torch.arange(4000) % 2
+    truth = torch.randn(4000, generator=gen) + torch.where(scenarios == 0, 1.0, -1.0)
+    labels = (torch.rand(4000, generator=gen) < torch.sigmoid(truth)).float()
+    shared = truth + torch.randn(4000, generator=gen)  # noisy, but levelled right
+    better = truth + 0.3 * torch.randn(4000, generator=gen)
+    lifted = torch.where(scenarios == 1, better + 4.0, better)
+    assert pooled_drops(labels, scenarios, shared, lifted, {0: 0.05, 1: 0.01}) == [1]
+    assert pooled_drops(labels, scenarios, shared, better, {0: 0.05, 1: 0.01}) == []
 
 
 def test_cli_dupn_needs_the_stream_protocol(tmp_path: Path,
