@@ -520,7 +520,7 @@ def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
     test = scenario_data(prep.test, probe_base)
     branches = torch.logit(predict_all(fitted, test).double(), eps=1e-7) - test.base.double()
     checked = task.test
-    held_branches = torch.logit(predict_all(fitted, checked).double(), eps=1e-7)
+    saml_held = torch.logit(predict_all(fitted, checked).double(), eps=1e-7)
     cells = scenario_cells(probe_base, task, spec)
     # per scenario, of SAML's branch deviation and its scenario cells, the one with the lower
     # held-out log loss among those that beat the shared model on the scenario's holdout
@@ -533,22 +533,24 @@ def saml_on_shared(prep, table: str, args, preset: Preset, spec: MSSpec
     for k in range(scenarios):
         mine, serve = checked.scenarios == k, test.scenarios == k
         labels = checked.labels[mine]
-        candidates = [("branches", held_branches[mine], branches[serve])]
+        held_logits = {"branches": saml_held[mine]}
         if k in cells:
-            cell = cells[k]
-            # checked on the holdout, served as refitted on all the scenario's events
-            served = refit_cells(cell, task, k)
-            candidates.append(("cells", checked.base[mine].double()
-                               + cell.deviation(checked.users[mine], checked.items[mine]),
-                               served(test.users[serve], test.items[serve]).double()))
-        passed = [(logloss(torch.sigmoid(held), labels), name, held, dev)
-                  for name, held, dev in candidates
+            held_logits["cells"] = (checked.base[mine].double()
+                                    + cells[k].deviation(checked.users[mine], checked.items[mine]))
+        passed = {name: logloss(torch.sigmoid(held), labels)
+                  for name, held in held_logits.items()
                   if beats_shared(labels, torch.sigmoid(held).float(), shared_held[mine],
-                                  HOLDOUT_Z)]
-        if passed:
-            _, chosen[k], held_served[mine], deviation[serve] = min(passed, key=lambda c: c[0])
-            gains[k] = float(logloss(shared_held[mine], labels) - logloss(
-                torch.sigmoid(held_served[mine]), labels))
+                                  HOLDOUT_Z)}
+        if not passed:
+            continue
+        chosen[k] = name = min(passed, key=passed.get)
+        held_served[mine] = held_logits[name]
+        gains[k] = float(logloss(shared_held[mine], labels) - passed[name])
+        if name == "cells":  # checked as fitted on the part, served refitted on all events
+            deviation[serve] = refit_cells(cells[k], task, k)(test.users[serve],
+                                                              test.items[serve]).double()
+        else:
+            deviation[serve] = branches[serve]
     for k in pooled_drops(checked.labels, checked.scenarios, checked.base, held_served, gains):
         chosen.pop(k)
         deviation[test.scenarios == k] = 0.0
