@@ -195,6 +195,30 @@ def bucket_metric(metric, values: np.ndarray, preds: np.ndarray, counts: np.ndar
                     "n": int((b == label).sum())} for label, _, _ in BUCKETS}
 
 
+FRESHNESS_GROUPS = ("first chunk", "user known", "user new")
+
+
+def freshness_groups(users: Sequence[str], chunk: int = CHUNK) -> np.ndarray:
+    """Per event: ``first chunk`` (scored before any model exists), ``user known`` (the user
+    had an event before this chunk) or ``user new`` (the user's first events are in this
+    chunk). A served model knows nothing of a ``user new`` event's user; a peer that learns
+    one event at a time has learnt that user's earlier events in the chunk. The split shows
+    how much of a gap is that freshness edge and how much is the model."""
+    out = np.empty(len(users), dtype=object)
+    seen: set[str] = set()
+    for start in range(0, len(users), chunk):
+        part = users[start:start + chunk]
+        out[start:start + len(part)] = (["first chunk"] * len(part) if start == 0 else
+                                        ["user known" if u in seen else "user new" for u in part])
+        seen.update(part)
+    return out
+
+
+def group_metric(metric, values: np.ndarray, preds: np.ndarray, groups: np.ndarray) -> dict:
+    return {g: {"value": metric(values[groups == g], preds[groups == g]),
+                "n": int((groups == g).sum())} for g in FRESHNESS_GROUPS}
+
+
 def auc_curve(labels: np.ndarray, scores: np.ndarray, points: int = CURVE_POINTS) -> list[dict]:
     n = len(labels)
     out = []
@@ -205,7 +229,7 @@ def auc_curve(labels: np.ndarray, scores: np.ndarray, points: int = CURVE_POINTS
 
 
 def score_metrics(task: str, values: np.ndarray, preds: np.ndarray, item_counts: np.ndarray,
-                  user_counts: np.ndarray) -> dict:
+                  user_counts: np.ndarray, freshness: np.ndarray | None = None) -> dict:
     preds = np.asarray(preds, dtype=np.float64)
     bad = ~np.isfinite(preds)
     out: dict = {"nonfinite_predictions": int(bad.sum())}
@@ -220,10 +244,14 @@ def score_metrics(task: str, values: np.ndarray, preds: np.ndarray, item_counts:
                    auc_by_item_history=bucket_metric(auc, values, preds, item_counts),
                    auc_by_user_history=bucket_metric(auc, values, preds, user_counts),
                    auc_curve=auc_curve(values, preds))
+        if freshness is not None:
+            out["auc_by_freshness"] = group_metric(auc, values, preds, freshness)
     else:
         out.update(rmse=rmse(values, preds), rmse_second_half=rmse(values[half:], preds[half:]),
                    rmse_by_item_history=bucket_metric(rmse, values, preds, item_counts),
                    rmse_by_user_history=bucket_metric(rmse, values, preds, user_counts))
+        if freshness is not None:
+            out["rmse_by_freshness"] = group_metric(rmse, values, preds, freshness)
     return out
 
 
@@ -333,6 +361,7 @@ def run_stream(stream: Stream, methods: dict[str, StreamMethod], chunk: int = CH
 
     item_counts = prior_counts(items)
     user_counts = prior_counts(users)
+    freshness = freshness_groups(users, chunk)
     result: dict = {}
     for name, m in methods.items():
         r: dict = {"seconds": seconds[name]}
@@ -344,7 +373,8 @@ def run_stream(stream: Stream, methods: dict[str, StreamMethod], chunk: int = CH
             r["memory_bytes"] = None
             r["memory_error"] = f"{exc.__class__.__name__}: {exc}"
         if scores[name] and name not in errors:
-            r.update(score_metrics(stream.task, values, preds[name], item_counts, user_counts))
+            r.update(score_metrics(stream.task, values, preds[name], item_counts, user_counts,
+                                   freshness))
         if stream.task == "binary" and recommends[name] and name not in errors:
             nk = info["known_users"]
             r["recall_at_10"] = hits[name] / len(queries) if queries else float("nan")
@@ -454,6 +484,7 @@ def markdown(report: dict) -> str:
                     *(_f(b.get(lb, {}).get("value")) for lb, _, _ in BUCKETS),
                     f"{r['seconds']:.1f}", _mem(r.get("memory_bytes")),
                 ]) + " |")
+        lines += freshness_table(ms, "auc" if info["task"] == "binary" else "rmse")
         notes = [f"{k}: {r['error']}" for k, r in ms.items() if "error" in r]
         notes += [f"{k}: {r['nonfinite_predictions']} non-finite predictions (scored as an "
                   "uninformed guess)" for k, r in ms.items() if r.get("nonfinite_predictions")]
@@ -465,6 +496,23 @@ def markdown(report: dict) -> str:
         lines += ["Streams skipped:", "", *(f"- {k}: {v}" for k, v in
                                             report["streams_skipped"].items()), ""]
     return "\n".join(lines)
+
+
+def freshness_table(methods: dict, metric: str) -> list[str]:
+    """The metric by :func:`freshness_groups`, for the methods that score."""
+    key = f"{metric}_by_freshness"
+    scorers = [k for k, r in methods.items() if key in r]
+    if not scorers:
+        return []
+    n = methods[scorers[0]][key]
+    lines = ["", f"{metric.upper()} by the user's freshness at the chunk (events: "
+             + ", ".join(f"{g} {n[g]['n']}" for g in FRESHNESS_GROUPS) + "):", "",
+             "| method | " + " | ".join(FRESHNESS_GROUPS) + " |", "|---|---|---|---|"]
+    for name in scorers:
+        b = methods[name][key]
+        lines.append("| " + " | ".join([name, *(_f(b[g]["value"]) for g in FRESHNESS_GROUPS)])
+                     + " |")
+    return lines
 
 
 def plot(report: dict, path: Path) -> str | None:

@@ -66,6 +66,19 @@ def test_prior_counts_and_buckets():
     assert b["6-20"]["n"] == 0 and np.isnan(b["6-20"]["value"])
 
 
+def test_freshness_groups_follow_chunks():
+    # chunks of 3: a b a | a c c | c d (c is new all through its first chunk)
+    users = ["a", "b", "a", "a", "c", "c", "c", "d"]
+    groups = pq.freshness_groups(users, chunk=3)
+    assert list(groups) == ["first chunk"] * 3 + ["user known", "user new", "user new",
+                                                  "user known", "user new"]
+    values = np.array([1, 0, 1, 0, 1, 0, 0, 1], dtype=float)
+    got = pq.group_metric(pq.rmse, values, np.zeros(8), groups)
+    assert got["user known"] == {"value": 0.0, "n": 2}
+    assert got["user new"]["n"] == 3
+    assert got["user new"]["value"] == pytest.approx(np.sqrt(2 / 3))
+
+
 def test_auc_curve_points():
     y = np.array([0, 1] * 10)
     s = y.astype(float)
