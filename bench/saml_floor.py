@@ -42,6 +42,14 @@ CONFIGS: dict[str, dict] = {
                    "per_scenario": 20_000},
     "s4g6-dense-diverse": {"scenarios": 4, "groups": 6, "num_users": 300, "num_items": 200,
                            "per_scenario": 15_000, "changed_cells": 0.6},
+    # more dense shapes (added after the cell design was settled, seed 0 run once): more
+    # scenarios and groups, a weak signal, a tinier small scenario
+    "s5g10-dense-diverse": {"scenarios": 5, "groups": 10, "num_users": 300, "num_items": 200,
+                            "per_scenario": 12_000, "changed_cells": 0.6},
+    "s2g6-dense-weak": {"scenarios": 2, "groups": 6, "strength": 1.0, "num_users": 300,
+                        "num_items": 200, "per_scenario": 20_000},
+    "s3g8-dense-tiny": {"scenarios": 3, "groups": 8, "small_ratio": 0.03, "num_users": 300,
+                        "num_items": 200, "per_scenario": 20_000},
 }
 SIZE = {"num_users": 1500, "num_items": 800, "per_scenario": 10_000}
 
