@@ -7,12 +7,14 @@
 - ``planted-b2``: ``DemoWorkload(users=5000, items=1500, groups=6, bias_std=1.5,
   popularity_skew=0.5, seed=7)``, 30,000 events.
 
-Same protocol and peers as bench/prequential.py (peers learn per event). Writes
-bench/results/prequential_shapes.md.
+Same protocol and peers as bench/prequential.py (peers learn per event; ``--peer-updates
+chunk``: at celrec's freshness), with the AUC split by the user's freshness at the chunk.
+Writes bench/results/prequential_shapes.md (``_chunk.md`` with ``--peer-updates chunk``).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from prequential import make_method, run_stream  # noqa: E402
+from prequential import freshness_table, make_method, run_stream  # noqa: E402
 from streams import Stream, load_stream, load_workload  # noqa: E402
 
 METHODS = ("celrec", "counter", "river-fm", "vw-lrq", "popularity")
@@ -43,11 +45,18 @@ def shapes() -> dict[str, Stream]:
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peer-updates", choices=("event", "chunk"), default="event")
+    args = ap.parse_args(argv)
+    chunk = args.peer_updates == "chunk"
+    flag = " --peer-updates chunk" if chunk else ""
+    how = "a chunk after scoring it (celrec's freshness)" if chunk else "one event at a time"
     lines = ["# Streams of other shapes (not used to choose any default)", "",
-             "`python bench/prequential_shapes.py`", ""]
+             f"`python bench/prequential_shapes.py{flag}`; peers learn {how}", ""]
     for name, stream in shapes().items():
-        methods = {m: make_method(m, "binary") for m in METHODS}
+        methods = {m: make_method(m, "binary", peer_updates=args.peer_updates)
+                   for m in METHODS}
         results, _ = run_stream(stream, methods, progress=False)
         lines += [f"## {name}: {len(stream)} events, positive rate "
                   f"{float(np.mean(stream.values)):.3f}", "",
@@ -58,9 +67,10 @@ def main() -> int:
             cells = [f"{figures[k]:.4f}" if isinstance(figures.get(k), float) else ""
                      for k in SHOWN]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [*freshness_table(results, "auc"), ""]
     text = "\n".join(lines)
-    (ROOT / "bench" / "results" / "prequential_shapes.md").write_text(text)
+    stem = "prequential_shapes" + ("_chunk" if chunk else "")
+    (ROOT / "bench" / "results" / f"{stem}.md").write_text(text)
     print(text)
     return 0
 
