@@ -190,9 +190,8 @@ def bucket_of(counts: np.ndarray) -> np.ndarray:
 
 
 def bucket_metric(metric, values: np.ndarray, preds: np.ndarray, counts: np.ndarray) -> dict:
-    b = bucket_of(counts)
-    return {label: {"value": metric(values[b == label], preds[b == label]),
-                    "n": int((b == label).sum())} for label, _, _ in BUCKETS}
+    return group_metric(metric, values, preds, bucket_of(counts),
+                        [label for label, _, _ in BUCKETS])
 
 
 FRESHNESS_GROUPS = ("first chunk", "user known", "user new")
@@ -214,9 +213,11 @@ def freshness_groups(users: Sequence[str], chunk: int = CHUNK) -> np.ndarray:
     return out
 
 
-def group_metric(metric, values: np.ndarray, preds: np.ndarray, groups: np.ndarray) -> dict:
+def group_metric(metric, values: np.ndarray, preds: np.ndarray, groups: np.ndarray,
+                 labels: Sequence[str] = FRESHNESS_GROUPS) -> dict:
+    """``metric`` and the event count per group label (``groups``: one label per event)."""
     return {g: {"value": metric(values[groups == g], preds[groups == g]),
-                "n": int((groups == g).sum())} for g in FRESHNESS_GROUPS}
+                "n": int((groups == g).sum())} for g in labels}
 
 
 def auc_curve(labels: np.ndarray, scores: np.ndarray, points: int = CURVE_POINTS) -> list[dict]:
@@ -465,14 +466,8 @@ def markdown(report: dict) -> str:
                     _f(r.get("recall_at_10")), _f(r.get("recall_at_10_known_users")),
                     f"{r['seconds']:.1f}", _mem(r.get("memory_bytes")),
                 ]) + " |")
-            scorers = [k for k, r in ms.items() if "auc_by_user_history" in r]
-            if scorers:
-                lines += ["", "AUC by the user's earlier events:", "",
-                          "| method | 0 | 1-5 | 6-20 | >20 |", "|---|---|---|---|---|"]
-                for name in scorers:
-                    b = ms[name]["auc_by_user_history"]
-                    lines.append("| " + " | ".join(
-                        [name, *(_f(b[lb]["value"]) for lb, _, _ in BUCKETS)]) + " |")
+            lines += group_table(ms, "auc_by_user_history", "AUC by the user's earlier events",
+                                 [label for label, _, _ in BUCKETS])
         else:
             lines.append("| method | RMSE | RMSE 2nd half | RMSE first sight | 1-5 | 6-20 | >20 "
                          "| seconds | memory |")
@@ -498,21 +493,29 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def freshness_table(methods: dict, metric: str) -> list[str]:
-    """The metric by :func:`freshness_groups`, for the methods that score."""
-    key = f"{metric}_by_freshness"
+def group_table(methods: dict, key: str, title: str, labels: Sequence[str]) -> list[str]:
+    """One row per method that has the grouped figures ``key``, one column per label."""
     scorers = [k for k, r in methods.items() if key in r]
     if not scorers:
         return []
-    n = methods[scorers[0]][key]
-    lines = ["", f"{metric.upper()} by the user's freshness at the chunk (events: "
-             + ", ".join(f"{g} {n[g]['n']}" for g in FRESHNESS_GROUPS) + "):", "",
-             "| method | " + " | ".join(FRESHNESS_GROUPS) + " |", "|---|---|---|---|"]
+    lines = ["", f"{title}:", "", "| method | " + " | ".join(labels) + " |",
+             "|---" * (len(labels) + 1) + "|"]
     for name in scorers:
         b = methods[name][key]
-        lines.append("| " + " | ".join([name, *(_f(b[g]["value"]) for g in FRESHNESS_GROUPS)])
-                     + " |")
+        lines.append("| " + " | ".join([name, *(_f(b[g]["value"]) for g in labels)]) + " |")
     return lines
+
+
+def freshness_table(methods: dict, metric: str) -> list[str]:
+    """The metric by :func:`freshness_groups`, for the methods that score."""
+    key = f"{metric}_by_freshness"
+    scorers = [r for r in methods.values() if key in r]
+    if not scorers:
+        return []
+    n = scorers[0][key]
+    title = (f"{metric.upper()} by the user's freshness at the chunk (events: "
+             + ", ".join(f"{g} {n[g]['n']}" for g in FRESHNESS_GROUPS) + ")")
+    return group_table(methods, key, title, FRESHNESS_GROUPS)
 
 
 def plot(report: dict, path: Path) -> str | None:
