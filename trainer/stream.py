@@ -60,6 +60,16 @@ def _tp_name(tp: TopicPartition) -> str:
     return f"{tp[0]}:{tp[1]}"
 
 
+def _in_event_time(events: list[Event], accepted_at: list[float]
+                   ) -> tuple[list[Event], list[float]]:
+    """The batch in event-time order (stable: ties keep the log's order). A poll returns
+    each partition's records in turn, so without this the learner would see a batch grouped
+    by partition (by user key), and what it learns depends on the order of a batch's events
+    (first sight, each entity's last events): in time order, the stream as it happened."""
+    order = sorted(range(len(events)), key=lambda k: events[k].timestamp)  # type: ignore
+    return [events[k] for k in order], [accepted_at[k] for k in order]
+
+
 def _tp_parse(name: str) -> TopicPartition:
     topic, _, partition = name.rpartition(":")
     return topic, int(partition)
@@ -217,6 +227,8 @@ class StreamTrainer:
         if letters:
             self._dead_letter(letters)
             report.dead_lettered = len(letters)
+        if len(events) > 1:
+            events, accepted_at = _in_event_time(events, accepted_at)
         if events:
             if self.metrics is not None:
                 self.metrics.before_learn(self.learner, events)  # progressive: predict first

@@ -1,10 +1,11 @@
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 from celrec.backends.embedded import EmbeddedEventLog, EmbeddedStateStore
 from celrec.settings import Settings
 from schemas.events import Event
-from schemas.messages import DeadLetter, encode_event
+from schemas.messages import DeadLetter, decode_event, encode_event
 from trainer.cel_learner import CELLearner
 from trainer.stream import StreamTrainer, progress_of
 
@@ -39,6 +40,30 @@ def test_applies_each_event_once_and_stores_progress_with_offsets():
     assert trainer.consumer.committed() == {("events", p): o for p, o in enumerate(
         [progress.offsets[f"events:{p}"] for p in range(3)])}
     assert all(v == 0 for v in trainer.lag().values())
+
+
+class RecordingLearner(CELLearner):
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.order: list[str] = []
+
+    def learn(self, events):
+        self.order += [e.event_id for e in events]
+        return super().learn(events)
+
+
+def test_a_batch_is_learnt_in_event_time_order_across_partitions():
+    log, store = EmbeddedEventLog(partitions=4), EmbeddedStateStore()
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    events = [Event(event_id=f"e{k}", user_id=f"u{k % 9}", item_id=f"i{k % 5}",
+                    timestamp=start + timedelta(seconds=k)) for k in range(40)]
+    produce(log, events)
+    polled = [decode_event(r.value).event.event_id
+              for r in log.consumer(["events"], "peek").poll(100, 0.01)]
+    assert polled != [e.event_id for e in events]  # a poll groups them by partition
+    learner = RecordingLearner(SETTINGS)
+    drain(StreamTrainer(SETTINGS, log, store, learner))
+    assert learner.order == [e.event_id for e in events]
 
 
 def test_duplicate_event_ids_apply_once_within_and_across_batches():
