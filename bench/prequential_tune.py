@@ -175,9 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", default=",".join(CUTS))
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="defaults grid: run each row with model seeds 0..N-1, mean AUC over all")
+    ap.add_argument("--rows", default=None,
+                    help="defaults grid: only these row numbers (comma-separated, from 0)")
+    ap.add_argument("--tag", default="", help="suffix of the result file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    out = Path(args.out) / f"prequential_tune_{args.grid}.jsonl"
+    out = Path(args.out) / f"prequential_tune_{args.grid}{args.tag}.jsonl"
     rows = []
     if args.grid == "rating":
         rcuts = rating_cuts(args.data_root)
@@ -199,16 +204,25 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"weight": w, **{n: round(r[w], 4) for n, r in per_stream.items()}})
             print(json.dumps(rows[-1]), flush=True)
     else:
-        for row in GRIDS[args.grid]:
+        chosen = GRIDS[args.grid] if args.rows is None else [
+            GRIDS[args.grid][int(k)] for k in args.rows.split(",")]
+        for row in chosen:
             config = {k: v for k, v in row.items() if k != "label"}
             clock = time.perf_counter()
-            result = {name: run_scores(stream, config) for name, stream in cuts.items()}
+            per_seed = [{name: run_scores(stream, {**config, "seed": seed})
+                         for name, stream in cuts.items()} for seed in range(args.seeds)]
+            result = {name: {k: None if per_seed[0][name][k] is None else float(np.mean(
+                [r[name][k] for r in per_seed])) for k in per_seed[0][name]} for name in cuts}
             mean = float(np.mean([r["auc"] for r in result.values()]))
             rows.append({"label": row.get("label", json.dumps(config)), "config": config,
-                         "mean_auc": round(mean, 4), "seconds": round(time.perf_counter() - clock),
+                         "seeds": args.seeds, "mean_auc": round(mean, 4),
+                         "mean_auc_per_seed": [round(float(np.mean(
+                             [r[n]["auc"] for n in cuts])), 4) for r in per_seed],
+                         "seconds": round(time.perf_counter() - clock),
                          "cuts": {n: {k: None if v is None else round(v, 4) for k, v in r.items()}
                                   for n, r in result.items()}})
             print(json.dumps({"label": rows[-1]["label"], "mean_auc": rows[-1]["mean_auc"],
+                              "per_seed": rows[-1]["mean_auc_per_seed"],
                               **{n: r["auc"] and round(r["auc"], 4)
                                  for n, r in result.items()}}), flush=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
