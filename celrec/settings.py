@@ -133,8 +133,8 @@ class Settings(BaseSettings):
         120.0, gt=0, description="how long a replaced model version stays readable"
     )
     seen_items_max: int = Field(
-        200, ge=0, le=10_000, description="recent items kept per user to exclude from "
-        "recommendations (0 disables)"
+        1000, ge=0, le=10_000, description="recent items kept per user to exclude from "
+        "recommendations (0 disables; the service reads the newest 1,000)"
     )
     seed: int = Field(0, description="random seed of model initialisation")
     max_scenarios: int = Field(
