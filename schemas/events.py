@@ -16,7 +16,9 @@ ContextValue = Annotated[str, StringConstraints(max_length=128)]
 
 MAX_CONTEXT_ENTRIES = 16
 # Events older than this are data-entry mistakes, not interactions (MovieLens starts in 1995).
-EARLIEST_TIMESTAMP = datetime(1990, 1, 1, tzinfo=UTC)
+# The Unix epoch: replays of old logs and synthetic streams that count seconds from 0 are
+# accepted; anything earlier is a unit or parsing mistake.
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_CLOCK_SKEW = timedelta(days=1)
 PRICE_LEVELS = 7  # price_level is 0 (cheapest) .. PRICE_LEVELS - 1
 

@@ -40,7 +40,8 @@ def test_minimal_event_gets_defaults_and_completion_assigns_id_and_time():
         ({"user_id": "u", "item_id": "i", "value": math.inf}, "value"),
         ({"user_id": "u", "item_id": "i", "event_type": "teleport"}, "event_type"),
         ({"user_id": "u", "item_id": "i", "colour": "red"}, "colour"),
-        ({"user_id": "u", "item_id": "i", "timestamp": "1970-01-01T00:00:00Z"}, "timestamp"),
+        ({"user_id": "u", "item_id": "i", "timestamp": "1969-12-31T23:59:59Z"}, "timestamp"),
+        ({"user_id": "u", "item_id": "i", "timestamp": -1}, "timestamp"),
         ({"user_id": "u", "item_id": "i", "context": {str(k): "v" for k in range(17)}},
          "context"),
     ],
@@ -49,6 +50,13 @@ def test_invalid_events_name_the_field(body, field):
     with pytest.raises(ValidationError) as info:
         Event.model_validate(body)
     assert field in {str(error["loc"][0]) for error in info.value.errors()}
+
+
+def test_unix_seconds_from_the_epoch_are_accepted():
+    # synthetic streams count seconds from 0
+    assert Event(user_id="u", item_id="i", timestamp=0).timestamp == datetime(1970, 1, 1,
+                                                                              tzinfo=UTC)
+    assert Event(user_id="u", item_id="i", timestamp=39_999).timestamp.year == 1970
 
 
 def test_future_timestamp_beyond_skew_is_rejected_but_near_future_is_fine():
