@@ -113,12 +113,18 @@ def inapplicable(args: argparse.Namespace, methods: tuple[str, ...]) -> list[str
     return notes
 
 
+RENAMED_METHOD = "cel-online"
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.methods is None:
         args.methods = "celrec" if args.protocol == "stream" and args.model in ("mf", "deepfm") \
             else "full,hash,cel"
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if RENAMED_METHOD in methods:  # its old name, as evaluation write-ups still call it
+        print(f"celrec eval: method {RENAMED_METHOD!r} is now called 'celrec'", file=sys.stderr)
+        methods = tuple(dict.fromkeys("celrec" if m == RENAMED_METHOD else m for m in methods))
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
         print(f"celrec eval: unknown method(s) {unknown}; choose from {ALL_METHODS}",

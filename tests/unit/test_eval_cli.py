@@ -116,6 +116,12 @@ def test_stream_protocol_runs_the_trainers_learner_as_served(
     assert sum(b["n"] for b in result["buckets"]["item"].values()) == 600
     assert main(["--data", str(data), "--format", "csv", "--protocol", "random",
                  "--methods", "celrec", "--json", "--quiet", "--device", "cpu"]) != 0
+    # the method's old name still runs it, with a note
+    assert main(["--data", str(data), "--format", "csv", "--protocol", "stream",
+                 "--methods", "cel-online", "--json", "--quiet", "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["results"][0]["auc"] == result["auc"]
+    assert "now called 'celrec'" in out.err
 
 
 def test_the_biases_only_floor_is_a_method(tmp_path: Path,
