@@ -67,11 +67,13 @@ def _metric(pred: torch.Tensor, labels: torch.Tensor, task: str) -> float | None
 def _result(method: str, pred: torch.Tensor, data: Interactions, task: str,
             user_counts: torch.Tensor, item_counts: torch.Tensor, memory: int, full: int,
             events: int, seconds: float, curve: list[float], sizes: list[int],
-            table: int | None = None) -> dict:
+            table: int | None = None, clip: bool = True) -> dict:
     """``memory``: everything the compressed side(s) keep; ``table``: their embedding rows
-    only (None: not reported), so per-entity state beside the table shows in the gap."""
+    only (None: not reported), so per-entity state beside the table shows in the gap.
+    ``clip``: rating predictions clipped to the data's rating range (offline protocols; the
+    stream protocol scores what is served, which cannot know the range in advance)."""
     pred, labels = pred.cpu(), data.labels.cpu()
-    if task == "rating":
+    if task == "rating" and clip:
         pred = pred.clamp(float(labels.min()), float(labels.max())) if len(labels) else pred
     return {
         "method": method, **summarise(pred, labels, task),
@@ -235,7 +237,8 @@ def run_stream(method: str, prep: Prepared, spec: RunSpec, progress: Progress | 
                    torch.cat(i_counts) if i_counts else torch.empty(0, dtype=torch.long),
                    rec.memory_bytes() - _unclustered_bytes(rec, spec.side),
                    full_bytes(prep.num_users, prep.num_items, rec.model.embedding_dim, spec.side),
-                   n, seconds, curve, _cluster_sizes(rec, side), _table_bytes(rec, spec.side))
+                   n, seconds, curve, _cluster_sizes(rec, side), _table_bytes(rec, spec.side),
+                   clip=False)
 
 
 def run_served(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict:
@@ -273,7 +276,7 @@ def run_served(prep: Prepared, spec: RunSpec, progress: Progress | None) -> dict
     return _result("celrec", torch.cat(preds).float(), events, prep.task, earlier_u, earlier_i,
                    stream.learnt_table_bytes(),
                    full_bytes(prep.num_users, prep.num_items, width, "both"), n, seconds,
-                   curve, [], None)
+                   curve, [], None, clip=False)
 
 
 def earlier_counts(ids: torch.Tensor) -> torch.Tensor:

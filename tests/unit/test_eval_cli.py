@@ -124,6 +124,19 @@ def test_stream_protocol_runs_the_trainers_learner_as_served(
     assert "now called 'celrec'" in out.err
 
 
+def test_the_stream_protocol_scores_ratings_as_served_without_clipping(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first chunk is scored before anything is learnt (0, as served); clipping it to the
+    stream's rating range would use what the stream has not shown yet."""
+    data = _csv(tmp_path / "r.csv", binary=False)  # ratings 1-5, three chunks
+    assert main(["--data", str(data), "--format", "csv", "--protocol", "stream",
+                 "--methods", "celrec", "--json", "--quiet", "--device", "cpu"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    values = [float(line.split(",")[2]) for line in data.read_text().split()[1:201]]
+    first_chunk_mse = sum(v * v for v in values) / len(values)  # against predictions of 0
+    assert result["rmse"] ** 2 * 600 >= first_chunk_mse * 200
+
+
 def test_the_biases_only_floor_is_a_method(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     data = _csv(tmp_path / "r.csv", binary=False)
