@@ -49,7 +49,7 @@ def hostile_messages() -> list[bytes | None]:
         envelope(value="@RAW@", raw="NaN"), envelope(value="@RAW@", raw="Infinity"),
         envelope(value="@RAW@", raw="-1e999"), envelope(value="nan"),  # non-finite values
         envelope(accepted_at="@RAW@", raw="NaN"), envelope(accepted_at="@RAW@", raw="1e999"),
-        envelope(timestamp=0), envelope(timestamp=-1e18), envelope(timestamp=1e300),
+        envelope(timestamp=-1), envelope(timestamp=-1e18), envelope(timestamp=1e300),
         envelope(timestamp="1900-01-01T00:00:00Z"), envelope(timestamp="9999-12-31T00:00:00Z"),
         envelope(event_type="teleport"), envelope(context={"k": 5}),
         "{\"schema\": 1, \"event\": \"\udcff\"}".encode("utf-8", "surrogatepass"),
@@ -66,7 +66,7 @@ def test_every_hostile_message_is_dead_lettered_and_the_model_stays_finite(make_
     # extreme but valid: the longest ids, the largest finite value, the oldest time allowed
     extreme = [envelope(user_id="U" * 128, item_id="I" * 128, event_id="E" * 128),
                envelope(value=1.7e308), envelope(value=-1.7e308),
-               envelope(timestamp="1970-01-01T00:00:00Z")]
+               envelope(timestamp="1970-01-01T00:00:00Z"), envelope(timestamp=0)]
     try:
         with running_stack(settings, event_log, store) as stack:
             good = [{"user_id": f"u{k % 5}", "item_id": f"i{k % 3}", "value": k % 2}
