@@ -1,7 +1,8 @@
 """The streaming trainer: micro-batches from the event log into the model, at least once.
 
 Per micro-batch: decode and validate every message (bad ones go to the dead-letter topic
-with a reason), drop event ids already applied (bounded window), let the learner learn.
+with a reason), drop event ids already applied (bounded window), let the learner learn
+the rest in event-time order.
 At each checkpoint the model state, the dedup window, the counters and the offsets they
 reflect are written to the state store in one atomic put; only then are the offsets
 committed to the log. On start the trainer restores the checkpoint and seeks to its
