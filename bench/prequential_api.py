@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -107,7 +108,8 @@ class ApiStream:
         return preds
 
     def recommend(self, user: str, n: int, exclude: set[str]) -> list[str]:
-        r = self.client.get(f"/recommendations/{user}", params={"n": n, "exclude_seen": True})
+        r = self.client.get(f"/recommendations/{quote(user, safe='')}",
+                            params={"n": n, "exclude_seen": True})
         if r.status_code == 503:
             return []
         r.raise_for_status()
@@ -121,9 +123,9 @@ class ApiStream:
 def start_service(port: int, workdir: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELREC_")}
     env.update(CELREC_LOG_LEVEL="WARNING", CELREC_PORT=str(port))
-    log = open(workdir / "service.log", "wb")  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(workdir / "service.log", "wb") as log:  # the child keeps its own handle
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -216,11 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             port = free_port()
             proc = start_service(port, Path(tmp))
+            api = ApiStream(f"http://127.0.0.1:{port}")
             try:
-                api = ApiStream(f"http://127.0.0.1:{port}")
                 methods = {"celrec-api": api, "celrec": make_method("celrec", stream.task)}
                 figures, info = run_stream(stream, methods, CHUNK)
             finally:
+                api.client.close()
                 stop_service(proc)
         waits = np.asarray(api.waits)
         results[name] = {"events": len(stream), "methods": figures, "recall_queries": info,
