@@ -1,8 +1,11 @@
 import json
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
 
+import schemas.events
+import service.ingest
 from celrec.backends.embedded import EmbeddedEventLog, EmbeddedStateStore
 from celrec.settings import Settings
 from schemas.messages import decode_event
@@ -43,6 +46,21 @@ def test_batch_is_accepted_in_order_with_given_ids_kept(client, log):
     ids = response.json()["event_ids"]
     assert ids[:5] == [f"e{k}" for k in range(5)] and ids[5] not in ids[:5]
     assert sorted(e.event_id for e in logged_events(log)) == sorted(ids)
+
+
+def test_events_without_a_time_get_the_servers_in_the_order_posted(client, log, monkeypatch):
+    class CoarseClock(datetime):  # a clock that does not move during the request
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2024, 5, 1, tzinfo=UTC)
+
+    monkeypatch.setattr(service.ingest, "datetime", CoarseClock)
+    monkeypatch.setattr(schemas.events, "datetime", CoarseClock)
+    batch = [{"user_id": f"u{k}", "item_id": "i", "event_id": f"e{k}"} for k in range(8)]
+    assert client.post("/events", json=batch).status_code == 202
+    logged = logged_events(log)  # grouped by partition: not the posted order
+    by_time = [e.event_id for e in sorted(logged, key=lambda e: e.timestamp)]
+    assert by_time == [f"e{k}" for k in range(8)]
 
 
 @pytest.mark.parametrize(
