@@ -42,7 +42,7 @@ def run_all_in_one(settings: Settings, demo: bool = False) -> int:
 
         def send(events: list[Event]) -> None:
             now = time.time()
-            messages = [encode_event(e.completed(), now) for e in events]
+            messages = [encode_event(e, now) for e in Event.completed_in_order(events)]
             producer.send(settings.kafka_events_topic, messages, settings.produce_timeout_s)
 
         demo_thread = threading.Thread(target=stream_demo, args=(send, stop), daemon=True,

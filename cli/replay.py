@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -116,8 +117,9 @@ class Replayer:
 def file_messages(path: Path) -> Iterator[bytes]:
     """Lines of a JSON-lines file: log messages as they are, bare events wrapped as one."""
     now = time.time()
+    start = datetime.now(UTC)  # bare events without a time: the file's order, 1 us apart
     with path.open("rb") as lines:
-        for line in lines:
+        for k, line in enumerate(lines):
             if not line.strip():
                 continue
             try:
@@ -127,7 +129,9 @@ def file_messages(path: Path) -> Iterator[bytes]:
                 continue
             if isinstance(body, dict) and "schema" not in body:
                 try:
-                    yield encode_event(Event.model_validate(body).completed(), now)[1]
+                    event = Event.model_validate(body).completed(
+                        start + timedelta(microseconds=k))
+                    yield encode_event(event, now)[1]
                 except ValidationError:
                     yield line
                 continue

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -93,10 +92,7 @@ def build_router(state: ServiceState) -> APIRouter:
         except ApiError as exc:  # counted per request: an unreadable body has no event count
             state.metrics_rejected(1, reason=exc.body.error)
             raise
-        # Events without a time get the server's, a microsecond apart in the order posted, so
-        # that the trainer (which learns a batch in event-time order) keeps the batch's order.
-        now = datetime.now(UTC)
-        events = [e.completed(now + timedelta(microseconds=k)) for k, e in enumerate(parsed)]
+        events = Event.completed_in_order(parsed)
         accepted_at = time.time()
         messages = [encode_event(e, accepted_at) for e in events]
         try:
