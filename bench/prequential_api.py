@@ -5,8 +5,9 @@ the trainer's learner and the service's serving model with HTTP and the event lo
 This benchmark runs the literal protocol of evaluation.md instead, side by side with that
 in-process method in one run over the same events, so that the two can be compared:
 
-1. ``celrec run --port P`` (the all-in-one process, embedded backends, default settings) is
-   started as a subprocess on a free loopback port;
+1. ``celrec run`` (the all-in-one process, embedded backends, default settings unless
+   ``CELREC_*`` variables are set) is started in its own process on a free loopback port
+   (``serving_latency.ServerProcess``);
 2. for each chunk of 200 events: every event is scored with ``GET /scores`` (one request per
    user of the chunk; 0.5 while the service answers 503, before its first model), the recall
    queries of the chunk ask ``GET /recommendations/{user}?n=10&exclude_seen=true`` (the
@@ -32,11 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -51,15 +48,10 @@ for path in (BENCH, ROOT):
         sys.path.insert(0, str(path))
 
 from prequential import CHUNK, make_method, run_stream  # noqa: E402
+from serving_latency import ServerProcess, running  # noqa: E402
 from streams import StreamDataMissing, load_stream  # noqa: E402
 
 APPLY_WAIT_S = 3.0  # the protocol waits at most this long per chunk
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ApiStream:
@@ -118,36 +110,6 @@ class ApiStream:
     def memory_bytes(self) -> int | None:
         r = self.client.get("/model")
         return int(r.json()["memory_bytes"]) if r.status_code == 200 else None
-
-
-def start_service(port: int, workdir: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELREC_")}
-    env.update(CELREC_LOG_LEVEL="WARNING", CELREC_PORT=str(port))
-    with open(workdir / "service.log", "wb") as log:  # the child keeps its own handle
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"celrec run exited with {proc.returncode}; see "
-                               f"{workdir / 'service.log'}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError("celrec run did not come up within 120 s")
-
-
-def stop_service(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 ROW_KEYS = (("auc", "AUC"), ("logloss", "logloss"), ("auc_second_half", "AUC 2nd half"),
@@ -215,16 +177,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{name} is a {stream.task} stream; the API protocol is for 0/1")
         if args.events:
             stream = stream.head(args.events)
-        with tempfile.TemporaryDirectory() as tmp:
-            port = free_port()
-            proc = start_service(port, Path(tmp))
-            api = ApiStream(f"http://127.0.0.1:{port}")
+        with running(ServerProcess("run", {})) as server:
+            server.wait_ready("/health/live")
+            api = ApiStream(server.base)
             try:
                 methods = {"celrec-api": api, "celrec": make_method("celrec", stream.task)}
                 figures, info = run_stream(stream, methods, CHUNK)
             finally:
                 api.client.close()
-                stop_service(proc)
         waits = np.asarray(api.waits)
         results[name] = {"events": len(stream), "methods": figures, "recall_queries": info,
                          "api": {"chunks": len(waits), "timeouts": api.timeouts,

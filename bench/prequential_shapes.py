@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from peers import UPDATES  # noqa: E402
 from prequential import freshness_table, make_method, run_stream  # noqa: E402
 from streams import Stream, load_stream, load_workload  # noqa: E402
 
@@ -47,7 +48,7 @@ def shapes() -> dict[str, Stream]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--peer-updates", choices=("event", "chunk"), default="event")
+    ap.add_argument("--peer-updates", choices=UPDATES, default="event")
     args = ap.parse_args(argv)
     chunk = args.peer_updates == "chunk"
     flag = " --peer-updates chunk" if chunk else ""

@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -117,7 +117,7 @@ class Replayer:
 def file_messages(path: Path) -> Iterator[bytes]:
     """Lines of a JSON-lines file: log messages as they are, bare events wrapped as one."""
     now = time.time()
-    start = datetime.now(UTC)  # bare events without a time: the file's order, 1 us apart
+    start = datetime.now(UTC)  # bare events without a time keep the file's order
     with path.open("rb") as lines:
         for k, line in enumerate(lines):
             if not line.strip():
@@ -129,8 +129,7 @@ def file_messages(path: Path) -> Iterator[bytes]:
                 continue
             if isinstance(body, dict) and "schema" not in body:
                 try:
-                    event = Event.model_validate(body).completed(
-                        start + timedelta(microseconds=k))
+                    event = Event.model_validate(body).completed(Event.server_time(start, k))
                     yield encode_event(event, now)[1]
                 except ValidationError:
                     yield line

@@ -16,7 +16,6 @@ ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 ContextValue = Annotated[str, StringConstraints(max_length=128)]
 
 MAX_CONTEXT_ENTRIES = 16
-# Events older than this are data-entry mistakes, not interactions (MovieLens starts in 1995).
 # The Unix epoch: replays of old logs and synthetic streams that count seconds from 0 are
 # accepted; anything earlier is a unit or parsing mistake.
 EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
@@ -86,12 +85,17 @@ class Event(BaseModel):
         return self.model_copy(update=updates) if updates else self
 
     @staticmethod
+    def server_time(start: datetime, position: int) -> datetime:
+        """The time of the ``position``-th of events received together without one: ``start``
+        (the server's) plus a microsecond per place, so that the trainer, which learns a batch
+        in event-time order, keeps the order they came in even when the clock is coarse."""
+        return start + timedelta(microseconds=position)
+
+    @staticmethod
     def completed_in_order(events: Sequence[Event], now: datetime | None = None) -> list[Event]:
-        """Each event :meth:`completed`; those without a time get ``now`` (the server's) plus
-        one microsecond per place in ``events``, so that the trainer, which learns a batch in
-        event-time order, keeps the order they were given in even when the clock is coarse."""
+        """Each event :meth:`completed`, missing times by :meth:`server_time`."""
         start = now or datetime.now(UTC)
-        return [e.completed(start + timedelta(microseconds=k)) for k, e in enumerate(events)]
+        return [e.completed(Event.server_time(start, k)) for k, e in enumerate(events)]
 
     @property
     def is_binary(self) -> bool:

@@ -228,8 +228,7 @@ class StreamTrainer:
         if letters:
             self._dead_letter(letters)
             report.dead_lettered = len(letters)
-        if len(events) > 1:
-            events, accepted_at = _in_event_time(events, accepted_at)
+        events, accepted_at = _in_event_time(events, accepted_at)
         if events:
             if self.metrics is not None:
                 self.metrics.before_learn(self.learner, events)  # progressive: predict first
