@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cel import covisit
+
 ENV_PREFIX = "CELREC_"
 _SCOPE = r"(?:events:write|scores:read|admin)"
 API_KEYS_PATTERN = rf"^[\s;]*(?:[0-9a-fA-F]{{64}}:{_SCOPE}(?:,{_SCOPE})*(?:[\s;]+|$))*$"
@@ -135,6 +137,16 @@ class Settings(BaseSettings):
     seen_items_max: int = Field(
         1000, ge=0, le=10_000, description="recent items kept per user to exclude from "
         "recommendations (0 disables; the service reads the newest 1,000)"
+    )
+    coliked_neighbours: int = Field(
+        covisit.NEIGHBOURS, ge=0, le=256, description="mf/deepfm: items kept per item as "
+        "co-liked partners (items liked by the same users close together), which "
+        "recommendations rank next to popularity and the model; 0 disables. Costs 8 bytes per "
+        "partner and item in the trainer, the snapshot and the service"
+    )
+    coliked_weight: float = Field(
+        covisit.WEIGHT, ge=0, le=100, description="weight of log(1 + co-liked score) in the "
+        "recommendation ranking (the service reads it; 0: popularity and the model only)"
     )
     seed: int = Field(0, description="random seed of model initialisation")
     max_scenarios: int = Field(

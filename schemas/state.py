@@ -13,6 +13,7 @@ Keys (``{p}`` is the configured prefix, default ``celrec``):
 | ``{p}:model:v{version}:delta:{seq}`` | one delta bundle (see ``schemas.snapshot``) |
 | ``{p}:model:v{version}:delta_seq`` | newest delta seq of that version (ASCII integer) |
 | ``{p}:user:{user_id}:seen`` | list of recent item ids of that user, newest first (bounded) |
+| ``{p}:user:{user_id}:liked`` | the user's latest positive item ids, newest first (bounded) |
 | ``{p}:user:{user_id}:sequence`` | saml, dupn: behaviour sequence (``schemas.sequence``) |
 
 Channel ``{p}:model:updates`` carries a JSON notice whenever a new version or delta lands.
@@ -119,6 +120,9 @@ class StateKeys:
 
     def user_seen(self, user_id: str) -> str:
         return f"{self.prefix}:user:{user_id}:seen"
+
+    def user_liked(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{user_id}:liked"
 
     def user_sequence(self, user_id: str) -> str:
         return f"{self.prefix}:user:{user_id}:sequence"

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import StringConstraints
 
+from cel.covisit import WINDOW
 from celrec.backends import BackendUnavailable
 from schemas.api import (
     ErrorResponse,
@@ -75,6 +76,7 @@ def build_router(state: ServiceState) -> APIRouter:
     assert follower is not None, "ServiceState builds its follower"
     settings = state.settings
     keys = StateKeys(settings.state_prefix)
+    coliked_weight = settings.coliked_weight
 
     def current_model() -> ServingModel:
         model = follower.model
@@ -137,7 +139,8 @@ def build_router(state: ServiceState) -> APIRouter:
         if exclude_seen:
             seen, status = read_seen(user_id)
         context = context_for(model, user_id)
-        result = model.retrieve(user_id, n, scenario, seen, context)
+        result = model.retrieve(user_id, n, scenario, seen, context,
+                                anchors=read_liked(user_id), anchor_weight=coliked_weight)
         _finite(s for _, s in result.items)
         return RecommendationsResponse(
             user_id=user_id, scenario=scenario, score_kind=_score_kind(model),
@@ -182,6 +185,17 @@ def build_router(state: ServiceState) -> APIRouter:
             log.warning("behaviour sequence of a user unreadable, scored without: %s", exc)
             steps = []
         return RequestContext(steps, now)
+
+    def read_liked(user_id: str) -> list[str]:
+        """The user's latest positives (the co-liked anchors); none when unreadable."""
+        if coliked_weight <= 0 or not follower.store_reachable:
+            return []
+        try:
+            raw = state.store.list_range(keys.user_liked(user_id), WINDOW)
+        except BackendUnavailable as exc:
+            log.warning("liked items of a user unreadable, recommended without: %s", exc)
+            return []
+        return [item.decode("utf-8", errors="replace") for item in raw]
 
     def read_seen(user_id: str) -> tuple[set[str], str]:
         if not follower.store_reachable:  # known outage: do not wait on a timeout per request

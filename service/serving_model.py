@@ -20,6 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
+from cel.covisit import WEIGHT as COLIKED_WEIGHT
+from cel.covisit import co_scores
 from cel.idmap import IdMap
 from cel.retrieval import DEFAULT_WEIGHT
 from schemas.snapshot import SIDES, DeltaHeader, SideMeta, SnapshotMeta
@@ -149,7 +151,7 @@ def _grown(array: np.ndarray, size: int, fill: int) -> np.ndarray:
     """``array`` with capacity for ``size`` entries (doubling: amortised O(1) per entry)."""
     if size <= len(array):
         return array
-    out = np.full(max(size, 2 * len(array), 16), fill, dtype=array.dtype)
+    out = np.full((max(size, 2 * len(array), 16), *array.shape[1:]), fill, dtype=array.dtype)
     out[: len(array)] = array
     return out
 
@@ -201,6 +203,30 @@ def _last_occurrence(index: np.ndarray) -> np.ndarray:
     """Positions of the last occurrence of each distinct value (later entries win)."""
     _, first_in_reversed = np.unique(index[::-1], return_index=True)
     return len(index) - 1 - first_in_reversed
+
+
+def _coliked_rows(arrays: Mapping[str, np.ndarray], rows: int | None
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``item.coliked.ids`` / ``.counts`` checked: same shape, ``rows`` rows when given."""
+    ids, counts = arrays.get("item.coliked.ids"), arrays.get("item.coliked.counts")
+    if ids is None and counts is None:
+        return None
+    if ids is None or counts is None or ids.ndim != 2 or ids.shape != counts.shape:
+        raise ModelDataError("item.coliked.ids and .counts must be 2-d arrays of one shape")
+    if rows is not None and len(ids) != rows:
+        raise ModelDataError(f"item.coliked must hold one row per item ({rows})")
+    return ids.astype(np.int32), counts.astype(np.float32)
+
+
+def _checked_coliked(arrays: Mapping[str, np.ndarray], items: int
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    pair = _coliked_rows(arrays, items)
+    if pair is None:
+        return None
+    ids, counts = (_grown(np.full((0, pair[0].shape[1]), -1, np.int32), items, -1),
+                   _grown(np.zeros((0, pair[0].shape[1]), np.float32), items, 0))
+    ids[:items], counts[:items] = pair
+    return ids, counts
 
 
 class _Members:
@@ -388,6 +414,7 @@ class ServingModel:
         self._prior = self._checked_prior(arrays.get("scenario.item_cluster_popularity"),
                                           len(self.scenarios))
         self._members = _Members(self._item.assign[: self._item.n], self._item.rows)
+        self._coliked = _checked_coliked(arrays, self._item.n)
         self._invalidate_caches()
 
     # ----------------------------------------------------------------- model hooks
@@ -443,7 +470,8 @@ class ServingModel:
         return self.retrieve(user_id, n, scenario, exclude).items
 
     def retrieve(self, user_id: str, n: int, scenario: str | None = None,
-                 exclude: Collection[str] = (), request: RequestContext | None = None
+                 exclude: Collection[str] = (), request: RequestContext | None = None,
+                 anchors: Sequence[str] = (), anchor_weight: float = COLIKED_WEIGHT
                  ) -> Retrieval:
         """Top ``n`` items by ``retrieval_weight`` x the model's score (the user's row
         against the item's row, plus the item's own bias) + log(1 + the item's positives):
@@ -452,7 +480,11 @@ class ServingModel:
         The row part is shared by a row's members and the rest does not depend on the user,
         so each row keeps its members ranked by the rest; rows are expanded best bound first
         and the walk stops when no unexpanded row can beat the n-th item: exact, and it
-        grows with rows and expanded members, not with the catalogue."""
+        grows with rows and expanded members, not with the catalogue.
+
+        ``anchors``: the user's latest positive items; the items co-liked with them
+        (``cel.covisit``) get ``anchor_weight x log(1 + co)`` more. They are scored apart
+        and left out of the walk, so the result stays exact."""
         with self._lock:
             user_row, unknown_user, user_bias = self._user_row_and_bias(user_id)
             item = self._item
@@ -461,15 +493,21 @@ class ServingModel:
             row_part = self.retrieval_weight * raw
             skip = item.ids.lookup(list(exclude)) if exclude else np.zeros(0, np.int64)
             skip = np.unique(skip[skip >= 0])
+            co_items, co_total, co_raw = self._co_liked(user_row, skip, anchors, anchor_weight,
+                                                       scenario, request)
+            if len(co_items):
+                skip = np.union1d(skip, co_items)
             stats = RetrievalStats(rows_scored=len(live))
             heads = [self._members.ranking(int(r), self._quality) for r in live]
             bound = np.array([row_part[k] + self._quality(h[:1])[0] if len(h) else -np.inf
                               for k, h in enumerate(heads)])
             bound[np.isnan(bound)] = np.inf  # a diverged row comes first: the caller sees NaN
-            best_ids: list[np.ndarray] = []
-            best_raw: list[np.ndarray] = []
-            best_total: list[np.ndarray] = []
+            best_ids: list[np.ndarray] = [co_items]
+            best_raw: list[np.ndarray] = [co_raw]
+            best_total: list[np.ndarray] = [co_total]
             nth = -np.inf
+            if n and len(co_items) >= n:
+                nth = np.partition(co_total, len(co_total) - n)[len(co_total) - n]
             for k in np.argsort(-bound, kind="stable"):
                 if bound[k] == -np.inf or (stats.clusters_expanded and bound[k] <= nth):
                     break
@@ -490,7 +528,7 @@ class ServingModel:
                 total = np.concatenate(best_total)
                 if len(total) >= n:
                     nth = np.partition(total, len(total) - n)[len(total) - n]
-            if best_ids:
+            if sum(len(b) for b in best_ids):
                 ids_all, raw_all = np.concatenate(best_ids), np.concatenate(best_raw)
                 order = np.argsort(-np.concatenate(best_total), kind="stable")[:n]
                 internal, chosen_raw = ids_all[order], raw_all[order]
@@ -500,6 +538,30 @@ class ServingModel:
             ids = item.ids.external(internal.tolist())
             items = list(zip(ids, scores.tolist(), strict=True))
             return Retrieval(items=items, unknown_user=unknown_user, stats=stats)
+
+    def _co_liked(self, user_row: int, skip: np.ndarray, anchors: Sequence[str],
+                  weight: float, scenario: str | None, request: RequestContext | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Items co-liked with ``anchors`` (not in ``skip``): internal ids, their full
+        retrieval key and their raw model score."""
+        empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        if self._coliked is None or not anchors or weight <= 0:
+            return empty
+        internal = self._item.ids.lookup(list(anchors))
+        internal = internal[(internal >= 0) & (internal < len(self._coliked[0]))]
+        if not len(internal):
+            return empty
+        ids, counts = self._coliked[0][internal], self._coliked[1][internal]
+        items, co = co_scores(ids, counts, self._popularity[: self._item.n])
+        keep = ~np.isin(items, skip) & (self._item.assign[items] >= 0)
+        items, co = items[keep], co[keep]
+        if not len(items):
+            return empty
+        rows = self._item.assign[items].astype(np.int64)
+        raw = self._raw_scores(user_row, rows, scenario, request) + self._own_item_bias(items)
+        total = (np.log1p(self._popularity[items].astype(np.float64))
+                 + self.retrieval_weight * raw + weight * np.log1p(co))
+        return items, np.where(np.isnan(total), np.inf, total), raw
 
     def _own_item_bias(self, internal: np.ndarray) -> np.ndarray:
         bias = self._item.bias
@@ -592,6 +654,16 @@ class ServingModel:
             own = plan["item.bias"]
             if own is not None:
                 self._members.changed(self._item.assign[own[0]])
+            coliked = plan["coliked"]
+            if coliked is not None:
+                index, ids, counts = coliked
+                if self._coliked is None:
+                    width = ids.shape[1]
+                    self._coliked = (np.full((0, width), -1, np.int32),
+                                     np.zeros((0, width), np.float32))
+                self._coliked = (_grown(self._coliked[0], self._item.n, -1),
+                                 _grown(self._coliked[1], self._item.n, 0))
+                self._coliked[0][index], self._coliked[1][index] = ids, counts
             if header.scenarios:
                 self.scenarios = list(header.scenarios)
             weight = header.retrieval_weight
@@ -659,6 +731,17 @@ class ServingModel:
             keep = _last_occurrence(index)
             popularity = (index[keep], values[keep].astype(np.int64))
         plan["popularity"] = popularity
+        plan["coliked"] = None
+        if "item.coliked.index" in arrays:
+            index = np.asarray(arrays["item.coliked.index"]).astype(np.int64)
+            pair = _coliked_rows(arrays, len(index))
+            if pair is None or index.ndim != 1:
+                raise ModelDataError("item.coliked.index comes with its rows")
+            if ((index < 0) | (index >= sizes["item"])).any():
+                raise ModelDataError("item.coliked.index out of range")
+            if self._coliked is not None and pair[0].shape[1] != self._coliked[0].shape[1]:
+                raise ModelDataError("item.coliked rows changed width")
+            plan["coliked"] = (index, *pair)
         scenarios = header.scenarios or self.scenarios
         plan["prior"] = self._checked_prior(arrays.get("scenario.item_cluster_popularity"),
                                             len(scenarios), allow_missing=True)
@@ -732,8 +815,9 @@ class ServingModel:
 
     def _nbytes(self) -> int:
         weights = sum(w.nbytes for w in self._weights.values())
+        coliked = 0 if self._coliked is None else self._coliked[0].nbytes + self._coliked[1].nbytes
         return (self._user.nbytes + self._item.nbytes + self._popularity.nbytes
-                + self._prior.nbytes + self._members.nbytes + weights)
+                + self._prior.nbytes + self._members.nbytes + weights + coliked)
 
 
 __all__ = ["DEEP_MODEL_KINDS", "DeltaMismatch", "MFScorer", "ModelDataError", "ModelInfo",

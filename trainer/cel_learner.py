@@ -15,6 +15,7 @@ import json
 import numpy as np
 import torch
 
+from cel.covisit import Covisitation
 from cel.idmap import IdMap
 from cel.models import DeepFM
 from cel.online import SIDES, OnlineCEL, OnlineCELConfig
@@ -55,12 +56,16 @@ class CELLearner(Learner):
         self.scenarios: list[str] = []
         self.scenario_prior = np.zeros((0, settings.item_clusters), dtype=np.float32)
         self.chooser = WeightChooser()
+        self.coliked = (Covisitation(settings.coliked_neighbours)
+                        if settings.coliked_neighbours else None)
+        self._liked: dict[str, list[bytes]] = {}  # new positives per user, to publish
         self._positives_counted = 0
         self._eval_rng = np.random.default_rng(settings.seed)
         self.blob_names = tuple(sorted(
             [f"cel.{k}" for k in self.model.state_dict()]
             + [f"ids.{s}.{part}" for s in SIDES for part in ("blob", "offsets")]
             + ["item_popularity", "scenario_prior", "scenarios", "retrieval_chooser"]
+            + ([f"coliked.{k}" for k in Covisitation().state()] if self.coliked else [])
         ))
         self._reset_changes()
 
@@ -98,6 +103,11 @@ class CELLearner(Learner):
         self._splits += [(side, int(p), int(c), int(m.numel()))
                          for side, p, c, m in out.split_events]
         positive = labels > 0
+        if positive.any() and self.coliked is not None:
+            self.coliked.learn(users[positive], items[positive])
+            for e, p in zip(events, positive, strict=True):
+                if p:
+                    self._liked.setdefault(e.user_id, []).append(e.item_id.encode())
         if positive.any():
             self._count_positives(items[positive], [e.scenario for e, p in
                                                     zip(events, positive, strict=True) if p])
@@ -138,6 +148,10 @@ class CELLearner(Learner):
                                   (pool == target[k]) | np.isin(pool, recent[k]), scale)
                 for k in range(len(picked))]
         self.chooser.observe(np.array(hits))
+
+    def take_liked(self) -> dict[str, list[bytes]]:
+        liked, self._liked = self._liked, {}
+        return liked
 
     def _positives_of(self, items: np.ndarray) -> np.ndarray:
         counts = self.item_popularity
@@ -214,6 +228,11 @@ class CELLearner(Learner):
                 known = np.arange(len(self.ids[side]), dtype=np.int64)
                 arrays[f"{side}.bias"] = self._own_bias(side, known)
                 arrays[f"{side}.bias_prior"] = self._bias_prior(side)
+        if self.coliked is not None:
+            self.coliked.take_changed()
+            items = len(self.ids["item"])
+            ids, counts = self.coliked.rows(np.arange(items), items)
+            arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids, counts
         self._reset_changes()
         return arrays
 
@@ -232,6 +251,11 @@ class CELLearner(Learner):
                 arrays[f"{side}.bias.index"] = index
                 arrays[f"{side}.bias.value"] = self._own_bias(side, index)
                 arrays[f"{side}.bias_prior"] = self._bias_prior(side)
+        if self.coliked is not None:
+            index = self.coliked.take_changed()
+            ids, counts = self.coliked.rows(index, len(self.ids["item"]))
+            arrays["item.coliked.index"] = index
+            arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids, counts
         splits = self._splits
         self._reset_changes()
         return first_new, splits, arrays
@@ -248,6 +272,9 @@ class CELLearner(Learner):
         blobs["scenario_prior"] = encode_array(self.scenario_prior)
         blobs["scenarios"] = json.dumps(self.scenarios).encode()
         blobs["retrieval_chooser"] = encode_array(self.chooser.state())
+        if self.coliked is not None:
+            blobs.update({f"coliked.{k}": encode_array(v)
+                          for k, v in self.coliked.state().items()})
         return blobs
 
     def restore(self, blobs: dict[str, bytes]) -> None:
@@ -267,6 +294,13 @@ class CELLearner(Learner):
         self.scenarios = json.loads(blobs["scenarios"])
         if "retrieval_chooser" in blobs:  # older checkpoints start from the default weight
             self.chooser.load(decode_array(blobs["retrieval_chooser"]))
+        coliked = {k[len("coliked."):]: decode_array(v) for k, v in blobs.items()
+                   if k.startswith("coliked.")}
+        if self.coliked is not None and coliked:  # older checkpoints start with none
+            try:
+                self.coliked.load(coliked)
+            except ValueError:  # another CELREC_COLIKED_NEIGHBOURS: an index, rebuilt
+                self.coliked = Covisitation(self.settings.coliked_neighbours)
         self._reset_changes()
         self._published_entities = {s: 0 for s in SIDES}  # the next publish is a snapshot
 

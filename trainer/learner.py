@@ -93,6 +93,11 @@ class Learner(Protocol):
         has chosen; None: the serving default."""
         return None
 
+    def take_liked(self) -> dict[str, list[bytes]]:
+        """New positive item ids per user since the last call, oldest first (the anchors of
+        co-liked recommendations, ``cel.covisit``); none by default."""
+        return {}
+
     def sequence_values(self, keys: StateKeys) -> dict[str, bytes]:
         """Behaviour sequences changed since the last publish, by state-store key."""
         return {}

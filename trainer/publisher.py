@@ -14,6 +14,7 @@ import random
 import time
 from collections import defaultdict
 
+from cel.covisit import WINDOW
 from celrec.backends import StateStore, StateStoreUnavailable
 from celrec.settings import Settings
 from schemas.api import TrainerProgress
@@ -91,11 +92,15 @@ class Publisher:
             self.need_snapshot = True
         return None
 
-    def _flush_seen(self) -> None:
+    def _flush_seen(self, learner: Learner) -> None:
         if self._seen:
             seen = {self.keys.user_seen(u): items for u, items in self._seen.items()}
             self.store.list_push_many(seen, self.settings.seen_items_max, ttl_s=SEEN_TTL_S)
             self._seen.clear()
+        liked = learner.take_liked()
+        if liked:
+            self.store.list_push_many({self.keys.user_liked(u): items
+                                       for u, items in liked.items()}, WINDOW, ttl_s=SEEN_TTL_S)
 
     def _flush_sequences(self, learner: Learner) -> None:
         """saml/dupn: rewrite the behaviour sequences changed since the last publish (before
@@ -123,7 +128,7 @@ class Publisher:
         )
         values = {self.keys.model_array(version, n): encode_array(a) for n, a in arrays.items()}
         values[self.keys.model_meta(version)] = meta.model_dump_json().encode()
-        self._flush_seen()
+        self._flush_seen(learner)
         self._flush_sequences(learner)
         self.store.put(values)
         self.store.put({self.keys.model_current: str(version).encode()})
@@ -153,7 +158,7 @@ class Publisher:
         seq_key = self.keys.model_delta_seq(self.version)
         # Deltas outlive the next snapshot, which replaces them, by the grace period.
         ttl = 2 * self.settings.snapshot_interval_s + self.settings.version_grace_s
-        self._flush_seen()
+        self._flush_seen(learner)
         self._flush_sequences(learner)
         self.store.put({delta_key: encode_bundle(header, arrays),
                         seq_key: str(seq).encode()}, ttl_s=ttl)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cel.covisit import WINDOW
 from celrec.backends.embedded import EmbeddedStateStore
 from celrec.settings import Settings
 from schemas.api import TrainerProgress
@@ -36,7 +37,7 @@ class CelrecStream:
             **overrides)
         self.learner = make_learner(self.settings)
         self.store = EmbeddedStateStore()
-        keys = StateKeys(self.settings.state_prefix)
+        self.keys = keys = StateKeys(self.settings.state_prefix)
         self.publisher = Publisher(self.settings, self.store)
         self.follower = ModelFollower(self.store, keys, freeze_gc=False)
         self.progress = TrainerProgress()
@@ -81,7 +82,10 @@ class CelrecStream:
         model = self.follower.model
         if model is None:
             return []
-        return [i for i, _ in model.retrieve(user, n, None, exclude).items]
+        # the user's latest positives, as the service reads them for GET /recommendations
+        liked = [b.decode() for b in self.store.list_range(self.keys.user_liked(user), WINDOW)]
+        return [i for i, _ in model.retrieve(user, n, None, exclude, anchors=liked,
+                                             anchor_weight=self.settings.coliked_weight).items]
 
     def learnt_table_bytes(self) -> int:
         """What the learner learns per side: its live rows and the own biases (the memory

@@ -141,3 +141,31 @@ def test_replaced_versions_expire_after_the_grace_period():
     time.sleep(0.4)
     assert store.keys("celrec:model:v1:") == []
     assert store.keys("celrec:model:v2:")
+
+
+def test_liked_lists_and_co_liked_rows_are_published_and_survive_a_restart():
+    log, store = EmbeddedEventLog(partitions=1), EmbeddedStateStore()
+    trainer = build_trainer(settings(), log, store)
+    events = [Event(user_id="a", item_id="x"), Event(user_id="a", item_id="n", value=0),
+              Event(user_id="a", item_id="y"), Event(user_id="b", item_id="x")]
+    produce(log, events)
+    trainer.run_once()
+    assert store.list_range(KEYS.user_liked("a"), 10) == [b"y", b"x"]  # positives only
+    _, arrays = load_snapshot(store)
+    items = IdMap.from_arrays(arrays["item.ids.blob"], arrays["item.ids.offsets"])
+    x, y = items.lookup(["x", "y"]).tolist()
+    assert arrays["item.coliked.ids"][x].tolist().count(y) == 1  # liked together by a
+    produce(log, [Event(user_id="b", item_id="y")])
+    trainer.run_once()
+    header, delta = decode_bundle(store.get(KEYS.model_delta(header_version(store), 1)))
+    assert x in delta["item.coliked.index"].tolist()
+    row = delta["item.coliked.counts"][delta["item.coliked.index"].tolist().index(x)]
+    assert sorted(row[row > 0].tolist()) == [2.0]  # (x, y) now liked together by a and b
+    trainer.checkpoint()
+    restarted = build_trainer(settings(), log, store)
+    assert np.array_equal(restarted.learner.coliked.counts[: len(items)],
+                          trainer.learner.coliked.counts[: len(items)])
+
+
+def header_version(store) -> int:
+    return int(store.get(KEYS.model_current))

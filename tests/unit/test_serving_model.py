@@ -266,3 +266,65 @@ def test_member_index_agrees_with_brute_force_over_random_deltas():
             got = [i for i, _ in model.recommend("u", len(items))]
             assert got == by_formula(user, len(items), items=items, table=table,
                                      assign=assign, popularity=pop)
+
+
+def co_liked_model() -> tuple[ServingModel, ModelWriter]:
+    writer = ModelWriter()
+    meta, arrays = writer.snapshot(
+        3, USERS, ITEMS, np.array(USER_TABLE), np.array(ITEM_TABLE), USER_ASSIGN, ITEM_ASSIGN,
+        popularity=POPULARITY, global_bias=BIAS, publish=False)
+    ids = np.full((len(ITEMS), 2), -1, np.int32)
+    counts = np.zeros((len(ITEMS), 2), np.float32)
+    ids[0], counts[0] = [3, 9], [8.0, 1.0]  # a0 is liked next to a3 (8 times) and c1 (once)
+    arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids, counts
+    return ServingModel(meta, arrays), writer
+
+
+def with_co_term(user: int, n: int, co: dict[str, float], weight: float,
+                 exclude=()) -> list[str]:
+    """Brute force: by_formula's key plus weight x log(1 + co / sqrt(positives))."""
+    u = USER_TABLE[user]
+    totals = []
+    for k, item in enumerate(ITEMS):
+        if item in exclude:
+            continue
+        row = ITEM_TABLE[ITEM_ASSIGN[k]]
+        key = DEFAULT_WEIGHT * float(np.dot(u[:-1], row[:-1]) + row[-1]) + math.log1p(
+            POPULARITY[k])
+        key += weight * math.log1p(co.get(item, 0.0) / math.sqrt(max(POPULARITY[k], 1)))
+        totals.append((-key, k))
+    return [ITEMS[k] for _, k in sorted(totals)[:n]]
+
+
+def test_items_co_liked_with_the_users_latest_positives_rank_higher():
+    model, _ = co_liked_model()
+    plain = [i for i, _ in model.retrieve("alice", 3).items]
+    got = [i for i, _ in model.retrieve("alice", 3, exclude={"a0"}, anchors=["a0"],
+                                        anchor_weight=2.0).items]
+    assert got == with_co_term(0, 3, {"a3": 8.0, "c1": 1.0}, 2.0, exclude={"a0"})
+    assert "a3" in got and "a3" not in plain  # never liked by anyone, but next to a0
+    # every item, exact: the co-liked ones are scored apart from the row walk
+    full = [i for i, _ in model.retrieve("bob", 10, anchors=["a0", "zz"],
+                                         anchor_weight=2.0).items]
+    assert full == with_co_term(1, 10, {"a3": 8.0, "c1": 1.0}, 2.0)
+    assert [i for i, _ in model.retrieve("alice", 3, anchors=["a0"],
+                                         anchor_weight=0.0).items] == plain
+
+
+def test_a_delta_replaces_co_liked_rows_and_bad_rows_change_nothing():
+    model, writer = co_liked_model()
+    header, arrays = writer.delta(publish=False)
+    arrays["item.coliked.index"] = np.array([0], np.int64)
+    arrays["item.coliked.ids"] = np.array([[8, -1]], np.int32)
+    arrays["item.coliked.counts"] = np.array([[5.0, 0.0]], np.float32)
+    model.apply_delta(header, arrays)
+    got = [i for i, _ in model.retrieve("bob", 10, anchors=["a0"], anchor_weight=2.0).items]
+    assert got == with_co_term(1, 10, {"c0": 5.0}, 2.0)
+    header, arrays = writer.delta(publish=False)
+    arrays["item.coliked.index"] = np.array([99], np.int64)  # no such item
+    arrays["item.coliked.ids"] = np.array([[8, -1]], np.int32)
+    arrays["item.coliked.counts"] = np.array([[5.0, 0.0]], np.float32)
+    with pytest.raises(ModelDataError):
+        model.apply_delta(header, arrays)
+    assert [i for i, _ in model.retrieve("bob", 10, anchors=["a0"],
+                                         anchor_weight=2.0).items] == got
