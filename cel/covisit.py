@@ -7,7 +7,8 @@ from its count, so an item's frequent partners are never lost). Memory is
 ``items x neighbours`` pairs plus ``users x window`` recent positives; the cost of a batch
 grows with its positives times ``window``, not with the catalogue.
 
-Recommendations add ``weight x log(1 + co)`` to an item's key, where ``co`` sums the item's
+Recommendations add ``weight x log(1 + co)`` to an item's key (the weight chosen online, as the
+model's in ``cel.retrieval``), where ``co`` sums the item's
 counts in the rows of the user's recent positives, each divided by the square root of the
 item's positives (so that popular items do not win on co-occurrence alone): the item-to-item
 neighbourhood of the user's latest taste, next to popularity and the model's score.
@@ -19,7 +20,11 @@ import numpy as np
 
 NEIGHBOURS = 32  # partners kept per item
 WINDOW = 16  # a positive is paired with this many of the user's previous positives
-WEIGHT = 2.0  # weight of log(1 + co) in the recommendation key (bench/results/covisit.md)
+# Weight of log(1 + co) in the recommendation key: the trainer starts from WEIGHT (off) and
+# leaves it for another of WEIGHTS only on evidence (cel.retrieval.WeightChooser), per stream;
+# starting from 2 instead lost or tied on every tuning cut (docs/models.md).
+WEIGHTS = (0.0, 1.0, 2.0, 4.0)
+WEIGHT = 0.0
 
 
 def _grown(array: np.ndarray, rows: int, fill: float) -> np.ndarray:

@@ -34,9 +34,11 @@ class WeightChooser:
     evaluation (a window of about 1 / (1 - decay) evaluations, so the choice can follow a
     stream that changes)."""
 
-    def __init__(self, z: float = 2.0, decay: float = 0.9995) -> None:
-        self.weights = np.asarray(CANDIDATE_WEIGHTS, dtype=np.float64)
-        self.default = CANDIDATE_WEIGHTS.index(DEFAULT_WEIGHT)
+    def __init__(self, z: float = 2.0, decay: float = 0.9995,
+                 candidates: tuple[float, ...] = CANDIDATE_WEIGHTS,
+                 default: float = DEFAULT_WEIGHT) -> None:
+        self.weights = np.asarray(candidates, dtype=np.float64)
+        self.default = candidates.index(default)
         self.z, self.decay = z, decay
         # per candidate: [hit where the default missed, missed where the default hit]
         self.discordant = np.zeros((len(self.weights), 2))
@@ -47,7 +49,7 @@ class WeightChooser:
         gain = wins - losses
         proven = proven_lead(gain, wins + losses, self.z)
         if not proven.any():
-            return DEFAULT_WEIGHT
+            return float(self.weights[self.default])
         return float(self.weights[int(np.argmax(np.where(proven, gain, -np.inf)))])
 
     def observe(self, hits: np.ndarray) -> None:

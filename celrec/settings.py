@@ -144,10 +144,6 @@ class Settings(BaseSettings):
         "recommendations rank next to popularity and the model; 0 disables. Costs 8 bytes per "
         "partner and item in the trainer, the snapshot and the service"
     )
-    coliked_weight: float = Field(
-        covisit.WEIGHT, ge=0, le=100, description="weight of log(1 + co-liked score) in the "
-        "recommendation ranking (the service reads it; 0: popularity and the model only)"
-    )
     seed: int = Field(0, description="random seed of model initialisation")
     max_scenarios: int = Field(
         8, ge=1, le=64, description="saml: scenarios that get their own branch as they appear "

@@ -114,6 +114,10 @@ class ModelResponse(BaseModel):
         description="weight of the model's score against log(1 + positives) in "
         "/recommendations, as the trainer last chose it"
     )
+    coliked_weight: float = Field(
+        0.0, description="weight of log(1 + co-liked score) in /recommendations, as the trainer "
+        "last chose it (0 where the model keeps no co-liked items)"
+    )
     store_connected: bool = Field(description="whether the model follower reaches the store")
 
 

@@ -89,6 +89,8 @@ class SplitEvent(BaseModel):
 _RETRIEVAL_WEIGHT = ("weight of the model's score against log(1 + positives) when ranking "
                      "recommendations, as the trainer last chose it (cel.retrieval); None: "
                      "the default weight")
+_COLIKED_WEIGHT = ("weight of log(1 + co-liked score) in recommendations, as the trainer last "
+                   "chose it (cel.covisit); None: the serving default")
 
 
 class SnapshotMeta(BaseModel):
@@ -111,6 +113,7 @@ class SnapshotMeta(BaseModel):
         "kind, config, max_scenarios, behaviours); empty for mf",
     )
     retrieval_weight: float | None = Field(None, ge=0, description=_RETRIEVAL_WEIGHT)
+    coliked_weight: float | None = Field(None, ge=0, description=_COLIKED_WEIGHT)
 
 
 class DeltaHeader(BaseModel):
@@ -130,6 +133,7 @@ class DeltaHeader(BaseModel):
         description="acceptance times (unix s) of a sample of the events this delta covers",
     )
     retrieval_weight: float | None = Field(None, ge=0, description=_RETRIEVAL_WEIGHT)
+    coliked_weight: float | None = Field(None, ge=0, description=_COLIKED_WEIGHT)
 
 
 class UpdateNotice(BaseModel):

@@ -76,7 +76,6 @@ def build_router(state: ServiceState) -> APIRouter:
     assert follower is not None, "ServiceState builds its follower"
     settings = state.settings
     keys = StateKeys(settings.state_prefix)
-    coliked_weight = settings.coliked_weight
 
     def current_model() -> ServingModel:
         model = follower.model
@@ -139,8 +138,8 @@ def build_router(state: ServiceState) -> APIRouter:
         if exclude_seen:
             seen, status = read_seen(user_id)
         context = context_for(model, user_id)
-        result = model.retrieve(user_id, n, scenario, seen, context,
-                                anchors=read_liked(user_id), anchor_weight=coliked_weight)
+        anchors = read_liked(user_id) if model.has_coliked else []
+        result = model.retrieve(user_id, n, scenario, seen, context, anchors=anchors)
         _finite(s for _, s in result.items)
         return RecommendationsResponse(
             user_id=user_id, scenario=scenario, score_kind=_score_kind(model),
@@ -188,7 +187,7 @@ def build_router(state: ServiceState) -> APIRouter:
 
     def read_liked(user_id: str) -> list[str]:
         """The user's latest positives (the co-liked anchors); none when unreadable."""
-        if coliked_weight <= 0 or not follower.store_reachable:
+        if not follower.store_reachable:
             return []
         try:
             raw = state.store.list_range(keys.user_liked(user_id), WINDOW)
@@ -223,6 +222,7 @@ def build_router(state: ServiceState) -> APIRouter:
             sides={name: ModelSide(entities=s.entities, rows=s.rows, clusters=s.clusters,
                                    clustered=s.clustered) for name, s in info.sides.items()},
             memory_bytes=info.memory_bytes, retrieval_weight=info.retrieval_weight,
+            coliked_weight=info.coliked_weight,
             store_connected=follower.status().connected,
         )
 

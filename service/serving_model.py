@@ -129,6 +129,7 @@ class ModelInfo:
     sides: dict[str, SideInfo]
     memory_bytes: int
     retrieval_weight: float
+    coliked_weight: float = 0.0
 
 
 @dataclass
@@ -415,6 +416,9 @@ class ServingModel:
                                           len(self.scenarios))
         self._members = _Members(self._item.assign[: self._item.n], self._item.rows)
         self._coliked = _checked_coliked(arrays, self._item.n)
+        # the weight of co-liked items in recommendations, as the trainer chose it
+        self.coliked_weight = (COLIKED_WEIGHT if meta.coliked_weight is None
+                               else meta.coliked_weight)
         self._invalidate_caches()
 
     # ----------------------------------------------------------------- model hooks
@@ -471,7 +475,7 @@ class ServingModel:
 
     def retrieve(self, user_id: str, n: int, scenario: str | None = None,
                  exclude: Collection[str] = (), request: RequestContext | None = None,
-                 anchors: Sequence[str] = (), anchor_weight: float = COLIKED_WEIGHT
+                 anchors: Sequence[str] = (), anchor_weight: float | None = None
                  ) -> Retrieval:
         """Top ``n`` items by ``retrieval_weight`` x the model's score (the user's row
         against the item's row, plus the item's own bias) + log(1 + the item's positives):
@@ -483,7 +487,8 @@ class ServingModel:
         grows with rows and expanded members, not with the catalogue.
 
         ``anchors``: the user's latest positive items; the items co-liked with them
-        (``cel.covisit``) get ``anchor_weight x log(1 + co)`` more. They are scored apart
+        (``cel.covisit``) get ``anchor_weight`` (default: the trainer's ``coliked_weight``)
+        x log(1 + co) more. They are scored apart
         and left out of the walk, so the result stays exact."""
         with self._lock:
             user_row, unknown_user, user_bias = self._user_row_and_bias(user_id)
@@ -493,7 +498,8 @@ class ServingModel:
             row_part = self.retrieval_weight * raw
             skip = item.ids.lookup(list(exclude)) if exclude else np.zeros(0, np.int64)
             skip = np.unique(skip[skip >= 0])
-            co_items, co_total, co_raw = self._co_liked(user_row, skip, anchors, anchor_weight,
+            weight = self.coliked_weight if anchor_weight is None else anchor_weight
+            co_items, co_total, co_raw = self._co_liked(user_row, skip, anchors, weight,
                                                        scenario, request)
             if len(co_items):
                 skip = np.union1d(skip, co_items)
@@ -586,7 +592,14 @@ class ServingModel:
                 events_applied=self.events_applied, scenarios=list(self.scenarios),
                 sides=sides, memory_bytes=self._nbytes(),
                 retrieval_weight=self.retrieval_weight,
+                coliked_weight=self.coliked_weight if self._coliked is not None else 0.0,
             )
+
+    @property
+    def has_coliked(self) -> bool:
+        """Whether the model holds co-liked items (then recommendations read the user's
+        latest positives)."""
+        return self._coliked is not None
 
     def memory_bytes(self) -> int:
         with self._lock:
@@ -666,6 +679,8 @@ class ServingModel:
                 self._coliked[0][index], self._coliked[1][index] = ids, counts
             if header.scenarios:
                 self.scenarios = list(header.scenarios)
+            if header.coliked_weight is not None:
+                self.coliked_weight = header.coliked_weight
             weight = header.retrieval_weight
             if weight is not None and weight != self.retrieval_weight:
                 self.retrieval_weight = weight

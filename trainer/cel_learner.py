@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from cel.covisit import Covisitation
+from cel.covisit import WEIGHT, WEIGHTS, Covisitation, co_scores
 from cel.idmap import IdMap
 from cel.models import DeepFM
 from cel.online import SIDES, OnlineCEL, OnlineCELConfig
@@ -59,13 +59,15 @@ class CELLearner(Learner):
         self.coliked = (Covisitation(settings.coliked_neighbours)
                         if settings.coliked_neighbours else None)
         self._liked: dict[str, list[bytes]] = {}  # new positives per user, to publish
+        self.co_chooser = WeightChooser(candidates=WEIGHTS, default=WEIGHT)
         self._positives_counted = 0
         self._eval_rng = np.random.default_rng(settings.seed)
         self.blob_names = tuple(sorted(
             [f"cel.{k}" for k in self.model.state_dict()]
             + [f"ids.{s}.{part}" for s in SIDES for part in ("blob", "offsets")]
             + ["item_popularity", "scenario_prior", "scenarios", "retrieval_chooser"]
-            + ([f"coliked.{k}" for k in Covisitation().state()] if self.coliked else [])
+            + ([f"coliked.{k}" for k in Covisitation().state()] + ["coliked_chooser"]
+               if self.coliked else [])
         ))
         self._reset_changes()
 
@@ -148,6 +150,42 @@ class CELLearner(Learner):
                                   (pool == target[k]) | np.isin(pool, recent[k]), scale)
                 for k in range(len(picked))]
         self.chooser.observe(np.array(hits))
+        if self.coliked is not None:
+            self._judge_coliked(who, target, pool, scores, own, recent, scale)
+
+    @property
+    def coliked_weight(self) -> float | None:
+        return None if self.coliked is None else self.co_chooser.weight
+
+    def _judge_coliked(self, who: np.ndarray, target: np.ndarray, pool: np.ndarray,
+                       scores: np.ndarray, own: np.ndarray, recent: np.ndarray,
+                       scale: float) -> None:
+        """Would each candidate weight of co-liked items (``cel.covisit``) have recommended
+        the sampled positives' items, the model's weight as currently chosen?"""
+        assert self.coliked is not None
+        weights = np.asarray(WEIGHTS)
+        model_weight = self.chooser.weight
+        pool_pos, target_pos = self._positives_of(pool), self._positives_of(target)
+        known = len(self.ids["item"])
+        hits = []
+        for k in range(len(who)):
+            anchors = self.coliked.recent_positives(int(who[k]))
+            ids, counts = self.coliked.rows(anchors, known)
+            items, co = co_scores(ids, counts, self.item_popularity)
+            pool_co, target_co = np.zeros(len(pool)), 0.0
+            if len(items):
+                where = np.minimum(np.searchsorted(items, pool), len(items) - 1)
+                found = items[where] == pool
+                pool_co[found] = co[where[found]]
+                t = min(int(np.searchsorted(items, target[k])), len(items) - 1)
+                target_co = float(co[t]) if items[t] == target[k] else 0.0
+            base_pool = retrieval_scores(pool_pos, scores[k], model_weight)
+            base_target = retrieval_scores(target_pos[k], own[k], model_weight)
+            hits.append(self.co_chooser.hits(
+                base_target + weights * np.log1p(target_co),
+                base_pool[None, :] + weights[:, None] * np.log1p(pool_co)[None, :],
+                (pool == target[k]) | np.isin(pool, recent[k]), scale))
+        self.co_chooser.observe(np.array(hits))
 
     def take_liked(self) -> dict[str, list[bytes]]:
         liked, self._liked = self._liked, {}
@@ -275,6 +313,7 @@ class CELLearner(Learner):
         if self.coliked is not None:
             blobs.update({f"coliked.{k}": encode_array(v)
                           for k, v in self.coliked.state().items()})
+            blobs["coliked_chooser"] = encode_array(self.co_chooser.state())
         return blobs
 
     def restore(self, blobs: dict[str, bytes]) -> None:
@@ -296,6 +335,8 @@ class CELLearner(Learner):
             self.chooser.load(decode_array(blobs["retrieval_chooser"]))
         coliked = {k[len("coliked."):]: decode_array(v) for k, v in blobs.items()
                    if k.startswith("coliked.")}
+        if "coliked_chooser" in blobs:
+            self.co_chooser.load(decode_array(blobs["coliked_chooser"]))
         if self.coliked is not None and coliked:  # older checkpoints start with none
             try:
                 self.coliked.load(coliked)

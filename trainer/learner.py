@@ -93,6 +93,12 @@ class Learner(Protocol):
         has chosen; None: the serving default."""
         return None
 
+    @property
+    def coliked_weight(self) -> float | None:
+        """The weight of co-liked items in recommendations the learner has chosen
+        (``cel.covisit``); None: the serving default."""
+        return None
+
     def take_liked(self) -> dict[str, list[bytes]]:
         """New positive item ids per user since the last call, oldest first (the anchors of
         co-liked recommendations, ``cel.covisit``); none by default."""

@@ -125,6 +125,7 @@ class Publisher:
             offsets=progress.offsets, sides=learner.side_meta(), scenarios=learner.scenarios,
             arrays=sorted(arrays),
             network=learner.network_spec(), retrieval_weight=learner.retrieval_weight,
+            coliked_weight=learner.coliked_weight,
         )
         values = {self.keys.model_array(version, n): encode_array(a) for n, a in arrays.items()}
         values[self.keys.model_meta(version)] = meta.model_dump_json().encode()
@@ -153,6 +154,7 @@ class Publisher:
             split_events=[SplitEvent(side=s, parent=p, child=c, moved=m)
                           for s, p, c, m in splits],
             accepted_at=self._take_accepted(), retrieval_weight=learner.retrieval_weight,
+            coliked_weight=learner.coliked_weight,
         )
         delta_key = self.keys.model_delta(self.version, seq)
         seq_key = self.keys.model_delta_seq(self.version)

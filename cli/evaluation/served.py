@@ -84,8 +84,7 @@ class CelrecStream:
             return []
         # the user's latest positives, as the service reads them for GET /recommendations
         liked = [b.decode() for b in self.store.list_range(self.keys.user_liked(user), WINDOW)]
-        return [i for i, _ in model.retrieve(user, n, None, exclude, anchors=liked,
-                                             anchor_weight=self.settings.coliked_weight).items]
+        return [i for i, _ in model.retrieve(user, n, None, exclude, anchors=liked).items]
 
     def learnt_table_bytes(self) -> int:
         """What the learner learns per side: its live rows and the own biases (the memory
