@@ -201,6 +201,10 @@ class TrainerMetrics:
             "Weight of the model's score against log(1 + positives) in recommendations, as "
             "the trainer last chose it (cel.retrieval; NaN for models without one)",
             registry=r)
+        self.coliked_weight = Gauge(
+            "celrec_trainer_coliked_weight",
+            "Weight of co-liked items in recommendations, as the trainer last chose it "
+            "(cel.covisit; 0: off; NaN for models without them)", registry=r)
         self.entities = Gauge(
             "celrec_trainer_entities", "Known entities (ids) per side", ["side"], registry=r)
         self.splits = Counter(
@@ -361,6 +365,8 @@ class TrainerMetrics:
             self.device_memory.labels(device=device).set(learner.memory_bytes())
         weight = learner.retrieval_weight
         self.retrieval_weight.set(float("nan") if weight is None else weight)
+        weight = learner.coliked_weight
+        self.coliked_weight.set(float("nan") if weight is None else weight)
         for side in SIDES:
             sizes = learner.cluster_sizes(side)
             self._cluster_sizes.sizes[side] = sizes

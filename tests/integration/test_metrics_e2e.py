@@ -149,6 +149,7 @@ def test_posting_events_moves_every_metric(stack, request):
         assert 0.0 <= auc <= 1.0 and math.isfinite(loss) and loss > 0, (scenario, auc, loss)
         assert total(tr, "celrec_trainer_online_window_events", scenario=scenario) > 0
     assert total(tr, "celrec_trainer_retrieval_weight") in (0.0, 0.125, 0.25, 0.5, 1.0)
+    assert total(tr, "celrec_trainer_coliked_weight") in (0.0, 1.0, 2.0, 4.0)
     for side in ("user", "item"):
         assert total(tr, "celrec_trainer_clusters", side=side) > 1
         assert total(tr, "celrec_trainer_entities", side=side) > 0

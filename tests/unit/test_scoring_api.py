@@ -240,3 +240,32 @@ def test_representation_of_mf_is_the_users_row_without_bias(client, writer, app_
     responses = spec["paths"]["/users/{user_id}/representation"]["get"]["responses"]
     assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/RepresentationResponse")
+
+
+def test_recommendations_add_items_co_liked_with_the_users_latest_positives(
+        client, writer, app_state, store):
+    """The trainer's co-liked rows and weight (snapshot) and the user's latest positives
+    (the liked list) lift an item no popularity or row would rank: a3 next to a0."""
+    meta, arrays = writer.snapshot(
+        4, USERS, ITEMS, np.array(USER_TABLE), np.array(ITEM_TABLE), USER_ASSIGN, ITEM_ASSIGN,
+        popularity=POPULARITY, prior=np.array(PRIOR), scenarios=SCENARIOS, global_bias=BIAS,
+        publish=False)
+    ids = np.full((len(ITEMS), 2), -1, np.int32)
+    counts = np.zeros((len(ITEMS), 2), np.float32)
+    ids[0], counts[0] = [3, -1], [50.0, 0.0]
+    arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids, counts
+    meta = meta.model_copy(update={"coliked_weight": 2.0, "arrays": sorted(arrays)})
+    writer.publish_snapshot(meta, arrays)
+    assert app_state.follower.wait_for(lambda m: m.version == 4, 5.0)
+    assert client.get("/model").json()["coliked_weight"] == 2.0
+    plain = [i["item_id"] for i in client.get("/recommendations/alice",
+                                               params={"n": 3}).json()["items"]]
+    assert "a3" not in plain
+    store.list_push(StateKeys(PREFIX).user_liked("alice"), [b"a0"], 16)
+    liked = [i["item_id"] for i in client.get("/recommendations/alice",
+                                               params={"n": 3}).json()["items"]]
+    assert liked[0] == "a3"
+    store.fail_lists = True  # the liked list unreadable: recommended without, no error
+    response = client.get("/recommendations/alice", params={"n": 3})
+    assert response.status_code == 200
+    assert [i["item_id"] for i in response.json()["items"]] == plain
