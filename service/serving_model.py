@@ -206,28 +206,57 @@ def _last_occurrence(index: np.ndarray) -> np.ndarray:
     return len(index) - 1 - first_in_reversed
 
 
-def _coliked_rows(arrays: Mapping[str, np.ndarray], rows: int | None
-                  ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``item.coliked.ids`` / ``.counts`` checked: same shape, ``rows`` rows when given."""
-    ids, counts = arrays.get("item.coliked.ids"), arrays.get("item.coliked.counts")
-    if ids is None and counts is None:
+def _coliked_rows(arrays: Mapping[str, np.ndarray], items: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``item.coliked.index`` / ``.ids`` / ``.counts`` checked (None when absent)."""
+    names = ("item.coliked.index", "item.coliked.ids", "item.coliked.counts")
+    index, ids, counts = (arrays.get(n) for n in names)
+    if index is None and ids is None and counts is None:
         return None
-    if ids is None or counts is None or ids.ndim != 2 or ids.shape != counts.shape:
-        raise ModelDataError("item.coliked.ids and .counts must be 2-d arrays of one shape")
-    if rows is not None and len(ids) != rows:
-        raise ModelDataError(f"item.coliked must hold one row per item ({rows})")
-    return ids.astype(np.int32), counts.astype(np.float32)
+    if (index is None or ids is None or counts is None or index.ndim != 1 or ids.ndim != 2
+            or ids.shape != counts.shape or len(ids) != len(index)):
+        raise ModelDataError("item.coliked: an index and two (len(index), K) arrays")
+    index = index.astype(np.int64)
+    if ((index < 0) | (index >= items)).any():
+        raise ModelDataError("item.coliked.index out of range")
+    return index, ids.astype(np.int32), counts.astype(np.float32)
 
 
-def _checked_coliked(arrays: Mapping[str, np.ndarray], items: int
-                     ) -> tuple[np.ndarray, np.ndarray] | None:
-    pair = _coliked_rows(arrays, items)
-    if pair is None:
-        return None
-    ids, counts = (_grown(np.full((0, pair[0].shape[1]), -1, np.int32), items, -1),
-                   _grown(np.zeros((0, pair[0].shape[1]), np.float32), items, 0))
-    ids[:items], counts[:items] = pair
-    return ids, counts
+class _ColikedRows:
+    """Co-liked rows of the items that have any (``cel.covisit``): 4 bytes per item plus
+    ``8 x K`` per item with partners."""
+
+    def __init__(self, width: int):
+        self.slot = np.zeros(0, np.int32)  # row of each item, -1: none
+        self.ids = np.full((0, width), -1, np.int32)
+        self.counts = np.zeros((0, width), np.float32)
+        self.used = 0
+
+    @property
+    def width(self) -> int:
+        return self.ids.shape[1]
+
+    def set(self, index: np.ndarray, ids: np.ndarray, counts: np.ndarray, items: int) -> None:
+        self.slot = _grown(self.slot, items, -1)
+        keep = _last_occurrence(index)
+        index, ids, counts = index[keep], ids[keep], counts[keep]
+        new = self.slot[index] < 0
+        self.slot[index[new]] = self.used + np.arange(int(new.sum()), dtype=np.int32)
+        self.used += int(new.sum())
+        self.ids = _grown(self.ids, self.used, -1)
+        self.counts = _grown(self.counts, self.used, 0)
+        rows = self.slot[index]
+        self.ids[rows], self.counts[rows] = ids, counts
+
+    def rows(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        items = items[(items >= 0) & (items < len(self.slot))]
+        rows = self.slot[items]
+        rows = rows[rows >= 0]
+        return self.ids[rows], self.counts[rows]
+
+    @property
+    def nbytes(self) -> int:
+        return self.slot.nbytes + self.ids.nbytes + self.counts.nbytes
 
 
 class _Members:
@@ -415,7 +444,11 @@ class ServingModel:
         self._prior = self._checked_prior(arrays.get("scenario.item_cluster_popularity"),
                                           len(self.scenarios))
         self._members = _Members(self._item.assign[: self._item.n], self._item.rows)
-        self._coliked = _checked_coliked(arrays, self._item.n)
+        self._coliked: _ColikedRows | None = None
+        coliked = _coliked_rows(arrays, self._item.n)
+        if coliked is not None:
+            self._coliked = _ColikedRows(coliked[1].shape[1])
+            self._coliked.set(*coliked, self._item.n)
         # the weight of co-liked items in recommendations, as the trainer chose it
         self.coliked_weight = (COLIKED_WEIGHT if meta.coliked_weight is None
                                else meta.coliked_weight)
@@ -554,10 +587,9 @@ class ServingModel:
         if self._coliked is None or not anchors or weight <= 0:
             return empty
         internal = self._item.ids.lookup(list(anchors))
-        internal = internal[(internal >= 0) & (internal < len(self._coliked[0]))]
-        if not len(internal):
+        ids, counts = self._coliked.rows(internal)
+        if not len(ids):
             return empty
-        ids, counts = self._coliked[0][internal], self._coliked[1][internal]
         items, co = co_scores(ids, counts, self._popularity[: self._item.n])
         keep = ~np.isin(items, skip) & (self._item.assign[items] >= 0)
         items, co = items[keep], co[keep]
@@ -671,12 +703,8 @@ class ServingModel:
             if coliked is not None:
                 index, ids, counts = coliked
                 if self._coliked is None:
-                    width = ids.shape[1]
-                    self._coliked = (np.full((0, width), -1, np.int32),
-                                     np.zeros((0, width), np.float32))
-                self._coliked = (_grown(self._coliked[0], self._item.n, -1),
-                                 _grown(self._coliked[1], self._item.n, 0))
-                self._coliked[0][index], self._coliked[1][index] = ids, counts
+                    self._coliked = _ColikedRows(ids.shape[1])
+                self._coliked.set(index, ids, counts, self._item.n)
             if header.scenarios:
                 self.scenarios = list(header.scenarios)
             if header.coliked_weight is not None:
@@ -746,17 +774,10 @@ class ServingModel:
             keep = _last_occurrence(index)
             popularity = (index[keep], values[keep].astype(np.int64))
         plan["popularity"] = popularity
-        plan["coliked"] = None
-        if "item.coliked.index" in arrays:
-            index = np.asarray(arrays["item.coliked.index"]).astype(np.int64)
-            pair = _coliked_rows(arrays, len(index))
-            if pair is None or index.ndim != 1:
-                raise ModelDataError("item.coliked.index comes with its rows")
-            if ((index < 0) | (index >= sizes["item"])).any():
-                raise ModelDataError("item.coliked.index out of range")
-            if self._coliked is not None and pair[0].shape[1] != self._coliked[0].shape[1]:
-                raise ModelDataError("item.coliked rows changed width")
-            plan["coliked"] = (index, *pair)
+        plan["coliked"] = _coliked_rows(arrays, sizes["item"])
+        if (plan["coliked"] is not None and self._coliked is not None
+                and plan["coliked"][1].shape[1] != self._coliked.width):
+            raise ModelDataError("item.coliked rows changed width")
         scenarios = header.scenarios or self.scenarios
         plan["prior"] = self._checked_prior(arrays.get("scenario.item_cluster_popularity"),
                                             len(scenarios), allow_missing=True)
@@ -830,7 +851,7 @@ class ServingModel:
 
     def _nbytes(self) -> int:
         weights = sum(w.nbytes for w in self._weights.values())
-        coliked = 0 if self._coliked is None else self._coliked[0].nbytes + self._coliked[1].nbytes
+        coliked = 0 if self._coliked is None else self._coliked.nbytes
         return (self._user.nbytes + self._item.nbytes + self._popularity.nbytes
                 + self._prior.nbytes + self._members.nbytes + weights + coliked)
 

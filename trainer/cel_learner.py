@@ -266,11 +266,13 @@ class CELLearner(Learner):
                 known = np.arange(len(self.ids[side]), dtype=np.int64)
                 arrays[f"{side}.bias"] = self._own_bias(side, known)
                 arrays[f"{side}.bias_prior"] = self._bias_prior(side)
-        if self.coliked is not None:
+        if self.coliked is not None:  # the rows of items with any partner
             self.coliked.take_changed()
             items = len(self.ids["item"])
             ids, counts = self.coliked.rows(np.arange(items), items)
-            arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids, counts
+            index = np.flatnonzero((ids >= 0).any(axis=1)).astype(np.int64)
+            arrays["item.coliked.index"] = index
+            arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids[index], counts[index]
         self._reset_changes()
         return arrays
 

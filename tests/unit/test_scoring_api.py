@@ -250,10 +250,9 @@ def test_recommendations_add_items_co_liked_with_the_users_latest_positives(
         4, USERS, ITEMS, np.array(USER_TABLE), np.array(ITEM_TABLE), USER_ASSIGN, ITEM_ASSIGN,
         popularity=POPULARITY, prior=np.array(PRIOR), scenarios=SCENARIOS, global_bias=BIAS,
         publish=False)
-    ids = np.full((len(ITEMS), 2), -1, np.int32)
-    counts = np.zeros((len(ITEMS), 2), np.float32)
-    ids[0], counts[0] = [3, -1], [50.0, 0.0]
-    arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids, counts
+    arrays["item.coliked.index"] = np.array([0], np.int64)
+    arrays["item.coliked.ids"] = np.array([[3, -1]], np.int32)
+    arrays["item.coliked.counts"] = np.array([[50.0, 0.0]], np.float32)
     meta = meta.model_copy(update={"coliked_weight": 2.0, "arrays": sorted(arrays)})
     writer.publish_snapshot(meta, arrays)
     assert app_state.follower.wait_for(lambda m: m.version == 4, 5.0)

@@ -273,10 +273,10 @@ def co_liked_model() -> tuple[ServingModel, ModelWriter]:
     meta, arrays = writer.snapshot(
         3, USERS, ITEMS, np.array(USER_TABLE), np.array(ITEM_TABLE), USER_ASSIGN, ITEM_ASSIGN,
         popularity=POPULARITY, global_bias=BIAS, publish=False)
-    ids = np.full((len(ITEMS), 2), -1, np.int32)
-    counts = np.zeros((len(ITEMS), 2), np.float32)
-    ids[0], counts[0] = [3, 9], [8.0, 1.0]  # a0 is liked next to a3 (8 times) and c1 (once)
-    arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids, counts
+    # a0 is liked next to a3 (8 times) and c1 (once); no other item has partners
+    arrays["item.coliked.index"] = np.array([0], np.int64)
+    arrays["item.coliked.ids"] = np.array([[3, 9]], np.int32)
+    arrays["item.coliked.counts"] = np.array([[8.0, 1.0]], np.float32)
     return ServingModel(meta, arrays), writer
 
 
@@ -328,3 +328,12 @@ def test_a_delta_replaces_co_liked_rows_and_bad_rows_change_nothing():
         model.apply_delta(header, arrays)
     assert [i for i, _ in model.retrieve("bob", 10, anchors=["a0"],
                                          anchor_weight=2.0).items] == got
+    writer.seq -= 1  # the refused delta is sent again, fixed: a first row for c0
+    header, arrays = writer.delta(publish=False)
+    arrays["item.coliked.index"] = np.array([8], np.int64)
+    arrays["item.coliked.ids"] = np.array([[3, 0]], np.int32)
+    arrays["item.coliked.counts"] = np.array([[4.0, 2.0]], np.float32)
+    model.apply_delta(header, arrays)
+    got = [i for i, _ in model.retrieve("bob", 10, anchors=["c0", "a0"],
+                                        anchor_weight=2.0).items]
+    assert got == with_co_term(1, 10, {"c0": 5.0, "a3": 4.0, "a0": 2.0}, 2.0)
