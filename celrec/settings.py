@@ -141,8 +141,9 @@ class Settings(BaseSettings):
     coliked_neighbours: int = Field(
         covisit.NEIGHBOURS, ge=0, le=256, description="mf/deepfm: items kept per item as "
         "co-liked partners (items liked by the same users close together), which "
-        "recommendations rank next to popularity and the model; 0 disables. Costs 8 bytes per "
-        "partner and item in the trainer, the snapshot and the service"
+        "recommendations rank next to popularity and the model where the trainer finds that "
+        "it helps; 0 disables. Costs 8 bytes per partner slot of every item in the trainer, "
+        "of every item with partners in snapshots and the service"
     )
     seed: int = Field(0, description="random seed of model initialisation")
     max_scenarios: int = Field(

@@ -361,7 +361,8 @@ class CELLearner(Learner):
         return str(self.model.device)
 
     def memory_bytes(self) -> int:
-        return self.model.memory_bytes()
+        coliked = 0 if self.coliked is None else self.coliked.nbytes()
+        return self.model.memory_bytes() + coliked
 
     def cluster_sizes(self, side: str) -> np.ndarray:
         return self.model.cluster_sizes(side).detach().cpu().numpy()
