@@ -1,10 +1,13 @@
-"""The trainer's learner per micro-batch, with and without the recommendation-weight check.
+"""The trainer's learner per micro-batch: with and without the recommendation-weight check,
+and without the co-liked items (``cel.covisit``).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/learner_throughput.py [--entities 1000000]
 
 ``bench/throughput.py`` times ``OnlineCEL.step``; this times ``CELLearner.learn`` (id maps,
 labels, the step, the positives' counts and the retrieval-weight evidence of
-``cel.retrieval``), once as is and once with that check switched off, alternating, on
+``cel.retrieval``, the co-liked rows and their weight's evidence), as is, with the weight
+checks switched off, and with the co-liked items off (``CELREC_COLIKED_NEIGHBOURS=0``),
+alternating, on
 1,024-event batches of random clicks over ``--entities`` known ids per side. Writes
 bench/results/learner_throughput.md and .json (medians of each run).
 """
@@ -30,9 +33,10 @@ from trainer.cel_learner import CELLearner  # noqa: E402
 BATCH = 1024
 
 
-def run(entities: int, check: bool, batches: int, seed: int) -> float:
+def run(entities: int, check: bool, batches: int, seed: int, coliked: bool = True) -> float:
     """Median seconds per batch after 10 warm-up batches."""
-    learner = CELLearner(Settings(_env_file=None, device="cpu"))  # type: ignore[call-arg]
+    learner = CELLearner(Settings(  # type: ignore[call-arg]
+        _env_file=None, device="cpu", coliked_neighbours=32 if coliked else 0))
     if not check:
         learner._judge_retrieval = lambda *args: None  # type: ignore[method-assign]
     for side in ("user", "item"):
@@ -68,22 +72,24 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     rows = []
     for r in range(args.repeats):
-        for check in (False, True):
-            seconds = run(args.entities, check, args.batches, seed=r)
-            rows.append({"repeat": r, "weight_check": check, "ms_per_batch": 1000 * seconds,
-                         "events_per_s": BATCH / seconds})
+        for check, coliked in ((False, True), (True, True), (True, False)):
+            seconds = run(args.entities, check, args.batches, seed=r, coliked=coliked)
+            rows.append({"repeat": r, "weight_check": check, "coliked": coliked,
+                         "ms_per_batch": 1000 * seconds, "events_per_s": BATCH / seconds})
             print(json.dumps(rows[-1]), flush=True)
     out = ROOT / "bench" / "results"
     (out / "learner_throughput.json").write_text(json.dumps(
         {"entities": args.entities, "batch": BATCH, "threads": args.threads, "runs": rows},
         indent=1) + "\n")
-    lines = ["# The trainer's learner per 1,024-event batch, with and without the "
-             "recommendation-weight check", "",
+    lines = ["# The trainer's learner per 1,024-event batch: the recommendation-weight "
+             "checks and the co-liked items", "",
              f"`OMP_NUM_THREADS={args.threads} .venv/bin/python bench/learner_throughput.py "
              f"--entities {args.entities}`: {args.entities:,} known ids per side, random "
              "clicks, medians over each run; runs alternate.", "",
-             "| run | weight check | median ms/batch | events/s |", "|---|---|---:|---:|"]
+             "| run | weight checks | co-liked items | median ms/batch | events/s |",
+             "|---|---|---|---:|---:|"]
     lines += [f"| {r['repeat'] + 1} | {'on' if r['weight_check'] else 'off'} | "
+              f"{'on' if r['coliked'] else 'off'} | "
               f"{r['ms_per_batch']:.2f} | {r['events_per_s']:,.0f} |" for r in rows]
     (out / "learner_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
