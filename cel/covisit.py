@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cel.arrays import grown
+
 NEIGHBOURS = 32  # partners kept per item
 WINDOW = 16  # a positive is paired with this many of the user's previous positives
 # Weight of log(1 + co) in the recommendation key: the trainer starts from WEIGHT (off) and
@@ -25,14 +27,6 @@ WINDOW = 16  # a positive is paired with this many of the user's previous positi
 # starting from 2 instead lost or tied on every tuning cut (docs/models.md).
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 WEIGHT = 0.0
-
-
-def _grown(array: np.ndarray, rows: int, fill: float) -> np.ndarray:
-    if rows <= len(array):
-        return array
-    out = np.full((max(rows, 2 * len(array), 16), *array.shape[1:]), fill, dtype=array.dtype)
-    out[: len(array)] = array
-    return out
 
 
 class Covisitation:
@@ -55,8 +49,8 @@ class Covisitation:
         items = np.asarray(items, np.int64).reshape(-1)
         if not len(users):
             return
-        self.recent = _grown(self.recent, int(users.max()) + 1, -1)
-        self.filled = _grown(self.filled, int(users.max()) + 1, 0)
+        self.recent = grown(self.recent, int(users.max()) + 1, -1)
+        self.filled = grown(self.filled, int(users.max()) + 1, 0)
         order = np.argsort(users, kind="stable")  # each user's positives stay in order
         u, it = users[order], items[order]
         start = np.r_[True, u[1:] != u[:-1]]
@@ -91,8 +85,8 @@ class Covisitation:
         if not len(a):
             return
         top = int(max(a.max(), b.max())) + 1
-        self.ids = _grown(self.ids, top, -1)
-        self.counts = _grown(self.counts, top, 0.0)
+        self.ids = grown(self.ids, top, -1)
+        self.counts = grown(self.counts, top, 0.0)
         key, c = np.unique(a * top + b, return_counts=True)
         a, b, c = key // top, key % top, c.astype(np.float32)
         self._changed.append(np.unique(a))

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from cel.arrays import grown
 from cel.covisit import WEIGHT as COLIKED_WEIGHT
 from cel.covisit import co_scores
 from cel.idmap import IdMap
@@ -148,15 +149,6 @@ class Retrieval:
     stats: RetrievalStats = field(default_factory=RetrievalStats)
 
 
-def _grown(array: np.ndarray, size: int, fill: int) -> np.ndarray:
-    """``array`` with capacity for ``size`` entries (doubling: amortised O(1) per entry)."""
-    if size <= len(array):
-        return array
-    out = np.full((max(size, 2 * len(array), 16), *array.shape[1:]), fill, dtype=array.dtype)
-    out[: len(array)] = array
-    return out
-
-
 def _idmap_of(arrays: Mapping[str, np.ndarray], prefix: str) -> IdMap | None:
     blob, offsets = arrays.get(f"{prefix}.blob"), arrays.get(f"{prefix}.offsets")
     if blob is None and offsets is None:
@@ -237,14 +229,14 @@ class _ColikedRows:
         return self.ids.shape[1]
 
     def set(self, index: np.ndarray, ids: np.ndarray, counts: np.ndarray, items: int) -> None:
-        self.slot = _grown(self.slot, items, -1)
+        self.slot = grown(self.slot, items, -1)
         keep = _last_occurrence(index)
         index, ids, counts = index[keep], ids[keep], counts[keep]
         new = self.slot[index] < 0
         self.slot[index[new]] = self.used + np.arange(int(new.sum()), dtype=np.int32)
         self.used += int(new.sum())
-        self.ids = _grown(self.ids, self.used, -1)
-        self.counts = _grown(self.counts, self.used, 0)
+        self.ids = grown(self.ids, self.used, -1)
+        self.counts = grown(self.counts, self.used, 0)
         rows = self.slot[index]
         self.ids[rows], self.counts[rows] = ids, counts
 
@@ -343,7 +335,7 @@ class _Side:
         if len(assign) and (assign.min() < -1 or assign.max() >= len(self.table)):
             raise ModelDataError(f"{name}.assign points outside the table")
         self.n = len(ids)
-        self.assign = _grown(np.zeros(0, np.int32), self.n, -1)
+        self.assign = grown(np.zeros(0, np.int32), self.n, -1)
         self.assign[: self.n] = assign
         self.counts = np.bincount(assign[assign >= 0], minlength=len(self.table))
         # Own bias per entity (``{side}.bias``), None when the learner keeps none; unknown
@@ -354,7 +346,7 @@ class _Side:
         if bias is not None:
             if bias.ndim != 1 or len(bias) != self.n:
                 raise ModelDataError(f"{name}.bias must hold one value per id ({self.n})")
-            self.bias = _grown(np.zeros(0, np.float32), self.n, 0)
+            self.bias = grown(np.zeros(0, np.float32), self.n, 0)
             self.bias[: self.n] = bias
 
     @property
@@ -381,13 +373,13 @@ class _Side:
         self.ids.lookup_or_add(new_ids)
         self.id_bytes += sum(len(s) for s in new_ids)
         self.n += len(new_ids)
-        self.assign = _grown(self.assign, self.n, -1)
+        self.assign = grown(self.assign, self.n, -1)
         if self.bias is not None:
-            self.bias = _grown(self.bias, self.n, 0)
+            self.bias = grown(self.bias, self.n, 0)
 
     def set_bias(self, index: np.ndarray, values: np.ndarray) -> None:
         if self.bias is None:
-            self.bias = _grown(np.zeros(0, np.float32), self.n, 0)
+            self.bias = grown(np.zeros(0, np.float32), self.n, 0)
         self.bias[index] = values
 
     def set_table(self, table: np.ndarray) -> None:
@@ -434,7 +426,7 @@ class ServingModel:
         pop = arrays.get("item.popularity")
         if pop is not None and (pop.ndim != 1 or len(pop) != self._item.n):
             raise ModelDataError(f"item.popularity must hold one count per item ({self._item.n})")
-        self._popularity = _grown(np.zeros(0, np.int64), self._item.n, 0)
+        self._popularity = grown(np.zeros(0, np.int64), self._item.n, 0)
         if pop is not None:
             self._popularity[: self._item.n] = pop
         self.scenarios = list(meta.scenarios)
@@ -690,7 +682,7 @@ class ServingModel:
                                                strict=True):
                             self._members.move(k, was, now)
             self._members.ensure_rows(self._item.rows)
-            self._popularity = _grown(self._popularity, self._item.n, 0)
+            self._popularity = grown(self._popularity, self._item.n, 0)
             popularity = plan["popularity"]
             if popularity is not None:
                 index, values = popularity
