@@ -10,8 +10,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cel import covisit
-
 ENV_PREFIX = "CELREC_"
 _SCOPE = r"(?:events:write|scores:read|admin)"
 API_KEYS_PATTERN = rf"^[\s;]*(?:[0-9a-fA-F]{{64}}:{_SCOPE}(?:,{_SCOPE})*(?:[\s;]+|$))*$"
@@ -138,12 +136,11 @@ class Settings(BaseSettings):
         1000, ge=0, le=10_000, description="recent items kept per user to exclude from "
         "recommendations (0 disables; the service reads the newest 1,000)"
     )
-    coliked_neighbours: int = Field(
-        covisit.NEIGHBOURS, ge=0, le=256, description="mf/deepfm: items kept per item as "
-        "co-liked partners (items liked by the same users close together), which "
-        "recommendations rank next to popularity and the model where the trainer finds that "
-        "it helps; 0 disables. Costs 8 bytes per partner slot of every item in the trainer, "
-        "of every item with partners in snapshots and the service"
+    coliked: bool = Field(
+        True, description="mf/deepfm: count how often items of one item row are liked close "
+        "to items of another (co-liked rows, rows x rows floats whatever the catalogue), so "
+        "that recommendations can rank rows co-liked with the user's latest positives where "
+        "the trainer finds that it helps"
     )
     seed: int = Field(0, description="random seed of model initialisation")
     max_scenarios: int = Field(

@@ -29,10 +29,10 @@ Array names (``{side}`` is ``user`` or ``item``; S = snapshot, D = delta):
   ``{side}.bias_prior`` (S, D): f32 (1,), the own bias of an id not seen yet.
 - ``item.popularity`` (S): int32 (items,), positive events per item;
   ``item.popularity.index`` / ``.value`` (D): the changed counts.
-- ``item.coliked.index`` / ``.ids`` / ``.counts`` (S, D): int64 (R,) / int32 (R, K) / f32
-  (R, K): for R items (in a snapshot every item with any, in a delta the changed ones) the
-  partners most often liked by the same users close to it (``cel.covisit``; -1 / 0 where a
-  slot is free). Absent when the learner keeps none.
+- ``item.coliked.index`` / ``.counts`` / ``.positives`` (S, D): int64 (R,) / f32 (R, rows) /
+  f32 (rows,): how often items of item row ``index[k]`` were liked close to items of each
+  row (``cel.covisit``; in a snapshot every row, in a delta the changed ones), and the
+  positives counted per row. Absent when the learner keeps none.
 - ``scenario.item_cluster_popularity`` (S, D): f32 (scenarios, item rows), positive
   events per scenario and item row: the cold-start prior.
 - ``model.{name}`` (S, D): f32, the interaction model's weights (mf: ``global_bias``;

@@ -22,7 +22,7 @@ import numpy as np
 
 from cel.arrays import grown
 from cel.covisit import WEIGHT as COLIKED_WEIGHT
-from cel.covisit import co_scores
+from cel.covisit import co_by_row
 from cel.idmap import IdMap
 from cel.retrieval import DEFAULT_WEIGHT
 from schemas.snapshot import SIDES, DeltaHeader, SideMeta, SnapshotMeta
@@ -198,57 +198,49 @@ def _last_occurrence(index: np.ndarray) -> np.ndarray:
     return len(index) - 1 - first_in_reversed
 
 
-def _coliked_rows(arrays: Mapping[str, np.ndarray], items: int
+def _coliked_rows(arrays: Mapping[str, np.ndarray]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``item.coliked.index`` / ``.ids`` / ``.counts`` checked (None when absent)."""
-    names = ("item.coliked.index", "item.coliked.ids", "item.coliked.counts")
-    index, ids, counts = (arrays.get(n) for n in names)
-    if index is None and ids is None and counts is None:
+    """``item.coliked.index`` / ``.counts`` / ``.positives`` checked (None when absent)."""
+    names = ("item.coliked.index", "item.coliked.counts", "item.coliked.positives")
+    index, counts, positives = (arrays.get(n) for n in names)
+    if index is None and counts is None and positives is None:
         return None
-    if (index is None or ids is None or counts is None or index.ndim != 1 or ids.ndim != 2
-            or ids.shape != counts.shape or len(ids) != len(index)):
-        raise ModelDataError("item.coliked: an index and two (len(index), K) arrays")
+    if (index is None or counts is None or positives is None or index.ndim != 1
+            or counts.ndim != 2 or len(counts) != len(index) or positives.ndim != 1
+            or counts.shape[1] != len(positives)):
+        raise ModelDataError("item.coliked: index (R,), counts (R, rows), positives (rows,)")
     index = index.astype(np.int64)
-    if ((index < 0) | (index >= items)).any():
+    if ((index < 0) | (index >= len(positives))).any():
         raise ModelDataError("item.coliked.index out of range")
-    return index, ids.astype(np.int32), counts.astype(np.float32)
+    return index, counts.astype(np.float32), positives.astype(np.float32)
 
 
 class _ColikedRows:
-    """Co-liked rows of the items that have any (``cel.covisit``): 4 bytes per item plus
-    ``8 x K`` per item with partners."""
+    """The trainer's co-liked counts between item rows (``cel.covisit``), rows x rows."""
 
-    def __init__(self, width: int):
-        self.slot = np.zeros(0, np.int32)  # row of each item, -1: none
-        self.ids = np.full((0, width), -1, np.int32)
-        self.counts = np.zeros((0, width), np.float32)
-        self.used = 0
+    def __init__(self) -> None:
+        self.counts = np.zeros((0, 0), np.float32)
+        self.positives = np.zeros(0, np.float32)
 
-    @property
-    def width(self) -> int:
-        return self.ids.shape[1]
+    def set(self, index: np.ndarray, counts: np.ndarray, positives: np.ndarray) -> None:
+        size = len(positives)
+        if size > len(self.counts):
+            grown_counts = np.zeros((size, size), np.float32)
+            grown_counts[: len(self.counts), : len(self.counts)] = self.counts
+            self.counts = grown_counts
+        self.counts[index, : counts.shape[1]] = counts
+        self.positives = positives
 
-    def set(self, index: np.ndarray, ids: np.ndarray, counts: np.ndarray, items: int) -> None:
-        self.slot = grown(self.slot, items, -1)
-        keep = _last_occurrence(index)
-        index, ids, counts = index[keep], ids[keep], counts[keep]
-        new = self.slot[index] < 0
-        self.slot[index[new]] = self.used + np.arange(int(new.sum()), dtype=np.int32)
-        self.used += int(new.sum())
-        self.ids = grown(self.ids, self.used, -1)
-        self.counts = grown(self.counts, self.used, 0)
-        rows = self.slot[index]
-        self.ids[rows], self.counts[rows] = ids, counts
-
-    def rows(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        items = items[(items >= 0) & (items < len(self.slot))]
-        rows = self.slot[items]
-        rows = rows[rows >= 0]
-        return self.ids[rows], self.counts[rows]
+    def co(self, anchor_rows: np.ndarray, rows: int) -> np.ndarray:
+        """``co`` per row ``0 .. rows - 1`` for these anchors (0 where none counted)."""
+        out = np.zeros(rows)
+        co = co_by_row(self.counts, self.positives, anchor_rows)[:rows]
+        out[: len(co)] = co
+        return out
 
     @property
     def nbytes(self) -> int:
-        return self.slot.nbytes + self.ids.nbytes + self.counts.nbytes
+        return self.counts.nbytes + self.positives.nbytes
 
 
 class _Members:
@@ -437,10 +429,10 @@ class ServingModel:
                                           len(self.scenarios))
         self._members = _Members(self._item.assign[: self._item.n], self._item.rows)
         self._coliked: _ColikedRows | None = None
-        coliked = _coliked_rows(arrays, self._item.n)
+        coliked = _coliked_rows(arrays)
         if coliked is not None:
-            self._coliked = _ColikedRows(coliked[1].shape[1])
-            self._coliked.set(*coliked, self._item.n)
+            self._coliked = _ColikedRows()
+            self._coliked.set(*coliked)
         # the weight of co-liked items in recommendations, as the trainer chose it
         self.coliked_weight = (COLIKED_WEIGHT if meta.coliked_weight is None
                                else meta.coliked_weight)
@@ -511,10 +503,9 @@ class ServingModel:
         and the walk stops when no unexpanded row can beat the n-th item: exact, and it
         grows with rows and expanded members, not with the catalogue.
 
-        ``anchors``: the user's latest positive items; the items co-liked with them
-        (``cel.covisit``) get ``anchor_weight`` (default: the trainer's ``coliked_weight``)
-        x log(1 + co) more. They are scored apart
-        and left out of the walk, so the result stays exact."""
+        ``anchors``: the user's latest positive items; every item of a row co-liked with
+        theirs (``cel.covisit``) gets ``anchor_weight`` (default: the trainer's
+        ``coliked_weight``) x log(1 + co) more, a part of its row's score like the model's."""
         with self._lock:
             user_row, unknown_user, user_bias = self._user_row_and_bias(user_id)
             item = self._item
@@ -524,21 +515,16 @@ class ServingModel:
             skip = item.ids.lookup(list(exclude)) if exclude else np.zeros(0, np.int64)
             skip = np.unique(skip[skip >= 0])
             weight = self.coliked_weight if anchor_weight is None else anchor_weight
-            co_items, co_total, co_raw = self._co_liked(user_row, skip, anchors, weight,
-                                                       scenario, request)
-            if len(co_items):
-                skip = np.union1d(skip, co_items)
+            row_part = row_part + weight * np.log1p(self._co_liked(anchors, live, weight))
             stats = RetrievalStats(rows_scored=len(live))
             heads = [self._members.ranking(int(r), self._quality) for r in live]
             bound = np.array([row_part[k] + self._quality(h[:1])[0] if len(h) else -np.inf
                               for k, h in enumerate(heads)])
             bound[np.isnan(bound)] = np.inf  # a diverged row comes first: the caller sees NaN
-            best_ids: list[np.ndarray] = [co_items]
-            best_raw: list[np.ndarray] = [co_raw]
-            best_total: list[np.ndarray] = [co_total]
+            best_ids: list[np.ndarray] = []
+            best_raw: list[np.ndarray] = []
+            best_total: list[np.ndarray] = []
             nth = -np.inf
-            if n and len(co_items) >= n:
-                nth = np.partition(co_total, len(co_total) - n)[len(co_total) - n]
             for k in np.argsort(-bound, kind="stable"):
                 if bound[k] == -np.inf or (stats.clusters_expanded and bound[k] <= nth):
                     break
@@ -559,7 +545,7 @@ class ServingModel:
                 total = np.concatenate(best_total)
                 if len(total) >= n:
                     nth = np.partition(total, len(total) - n)[len(total) - n]
-            if sum(len(b) for b in best_ids):
+            if best_ids:
                 ids_all, raw_all = np.concatenate(best_ids), np.concatenate(best_raw)
                 order = np.argsort(-np.concatenate(best_total), kind="stable")[:n]
                 internal, chosen_raw = ids_all[order], raw_all[order]
@@ -570,28 +556,14 @@ class ServingModel:
             items = list(zip(ids, scores.tolist(), strict=True))
             return Retrieval(items=items, unknown_user=unknown_user, stats=stats)
 
-    def _co_liked(self, user_row: int, skip: np.ndarray, anchors: Sequence[str],
-                  weight: float, scenario: str | None, request: RequestContext | None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Items co-liked with ``anchors`` (not in ``skip``): internal ids, their full
-        retrieval key and their raw model score."""
-        empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    def _co_liked(self, anchors: Sequence[str], live: np.ndarray, weight: float
+                  ) -> np.ndarray:
+        """``co`` of each ``live`` row for a user whose latest positives are ``anchors``."""
         if self._coliked is None or not anchors or weight <= 0:
-            return empty
+            return np.zeros(len(live))
         internal = self._item.ids.lookup(list(anchors))
-        ids, counts = self._coliked.rows(internal)
-        if not len(ids):
-            return empty
-        items, co = co_scores(ids, counts, self._popularity[: self._item.n])
-        keep = ~np.isin(items, skip) & (self._item.assign[items] >= 0)
-        items, co = items[keep], co[keep]
-        if not len(items):
-            return empty
-        rows = self._item.assign[items].astype(np.int64)
-        raw = self._raw_scores(user_row, rows, scenario, request) + self._own_item_bias(items)
-        total = (np.log1p(self._popularity[items].astype(np.float64))
-                 + self.retrieval_weight * raw + weight * np.log1p(co))
-        return items, np.where(np.isnan(total), np.inf, total), raw
+        rows = self._item.assign[internal[internal >= 0]]
+        return self._coliked.co(rows[rows >= 0], self._item.rows)[live]
 
     def _own_item_bias(self, internal: np.ndarray) -> np.ndarray:
         bias = self._item.bias
@@ -693,10 +665,9 @@ class ServingModel:
                 self._members.changed(self._item.assign[own[0]])
             coliked = plan["coliked"]
             if coliked is not None:
-                index, ids, counts = coliked
                 if self._coliked is None:
-                    self._coliked = _ColikedRows(ids.shape[1])
-                self._coliked.set(index, ids, counts, self._item.n)
+                    self._coliked = _ColikedRows()
+                self._coliked.set(*coliked)
             if header.scenarios:
                 self.scenarios = list(header.scenarios)
             if header.coliked_weight is not None:
@@ -766,10 +737,7 @@ class ServingModel:
             keep = _last_occurrence(index)
             popularity = (index[keep], values[keep].astype(np.int64))
         plan["popularity"] = popularity
-        plan["coliked"] = _coliked_rows(arrays, sizes["item"])
-        if (plan["coliked"] is not None and self._coliked is not None
-                and plan["coliked"][1].shape[1] != self._coliked.width):
-            raise ModelDataError("item.coliked rows changed width")
+        plan["coliked"] = _coliked_rows(arrays)
         scenarios = header.scenarios or self.scenarios
         plan["prior"] = self._checked_prior(arrays.get("scenario.item_cluster_popularity"),
                                             len(scenarios), allow_missing=True)

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from cel.covisit import WEIGHT, WEIGHTS, Covisitation, co_scores
+from cel.covisit import WEIGHT, WEIGHTS, Covisitation, co_by_row
 from cel.idmap import IdMap
 from cel.models import DeepFM
 from cel.online import SIDES, OnlineCEL, OnlineCELConfig
@@ -56,8 +56,7 @@ class CELLearner(Learner):
         self.scenarios: list[str] = []
         self.scenario_prior = np.zeros((0, settings.item_clusters), dtype=np.float32)
         self.chooser = WeightChooser()
-        self.coliked = (Covisitation(settings.coliked_neighbours)
-                        if settings.coliked_neighbours else None)
+        self.coliked = Covisitation() if settings.coliked else None
         self._liked: dict[str, list[bytes]] = {}  # new positives per user, to publish
         self.co_chooser = WeightChooser(candidates=WEIGHTS, default=WEIGHT)
         self._positives_counted = 0
@@ -106,7 +105,7 @@ class CELLearner(Learner):
                          for side, p, c, m in out.split_events]
         positive = labels > 0
         if positive.any() and self.coliked is not None:
-            self.coliked.learn(users[positive], items[positive])
+            self.coliked.learn(users[positive], items[positive], self._item_rows)
             for e, p in zip(events, positive, strict=True):
                 if p:
                     self._liked.setdefault(e.user_id, []).append(e.item_id.encode())
@@ -166,19 +165,15 @@ class CELLearner(Learner):
         weights = np.asarray(WEIGHTS)
         model_weight = self.chooser.weight
         pool_pos, target_pos = self._positives_of(pool), self._positives_of(target)
-        known = len(self.ids["item"])
+        pool_rows, target_rows = self._item_rows(pool), self._item_rows(target)
         hits = []
         for k in range(len(who)):
-            anchors = self.coliked.recent_positives(int(who[k]))
-            ids, counts = self.coliked.rows(anchors, known)
-            items, co = co_scores(ids, counts, self.item_popularity)
-            pool_co, target_co = np.zeros(len(pool)), 0.0
-            if len(items):
-                where = np.minimum(np.searchsorted(items, pool), len(items) - 1)
-                found = items[where] == pool
-                pool_co[found] = co[where[found]]
-                t = min(int(np.searchsorted(items, target[k])), len(items) - 1)
-                target_co = float(co[t]) if items[t] == target[k] else 0.0
+            anchors = self._item_rows(self.coliked.recent_positives(int(who[k])))
+            co = co_by_row(self.coliked.counts, self.coliked.positives, anchors)
+            co = np.append(co, 0.0)  # index -1 and rows without counts: none
+            pool_co = co[np.where((pool_rows >= 0) & (pool_rows < len(co) - 1), pool_rows, -1)]
+            t = int(target_rows[k])
+            target_co = float(co[t if 0 <= t < len(co) - 1 else -1])
             base_pool = retrieval_scores(pool_pos, scores[k], model_weight)
             base_target = retrieval_scores(target_pos[k], own[k], model_weight)
             hits.append(self.co_chooser.hits(
@@ -186,6 +181,10 @@ class CELLearner(Learner):
                 base_pool[None, :] + weights[:, None] * np.log1p(pool_co)[None, :],
                 (pool == target[k]) | np.isin(pool, recent[k]), scale))
         self.co_chooser.observe(np.array(hits))
+
+    def _item_rows(self, items: np.ndarray) -> np.ndarray:
+        return self.model.clusters_of("item", torch.from_numpy(
+            np.asarray(items, np.int64))).cpu().numpy()
 
     def take_liked(self) -> dict[str, list[bytes]]:
         liked, self._liked = self._liked, {}
@@ -266,13 +265,9 @@ class CELLearner(Learner):
                 known = np.arange(len(self.ids[side]), dtype=np.int64)
                 arrays[f"{side}.bias"] = self._own_bias(side, known)
                 arrays[f"{side}.bias_prior"] = self._bias_prior(side)
-        if self.coliked is not None:  # the rows of items with any partner
+        if self.coliked is not None:
             self.coliked.take_changed()
-            items = len(self.ids["item"])
-            ids, counts = self.coliked.rows(np.arange(items), items)
-            index = np.flatnonzero((ids >= 0).any(axis=1)).astype(np.int64)
-            arrays["item.coliked.index"] = index
-            arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids[index], counts[index]
+            arrays.update(self._coliked_arrays(np.arange(len(self.coliked.counts))))
         self._reset_changes()
         return arrays
 
@@ -292,13 +287,17 @@ class CELLearner(Learner):
                 arrays[f"{side}.bias.value"] = self._own_bias(side, index)
                 arrays[f"{side}.bias_prior"] = self._bias_prior(side)
         if self.coliked is not None:
-            index = self.coliked.take_changed()
-            ids, counts = self.coliked.rows(index, len(self.ids["item"]))
-            arrays["item.coliked.index"] = index
-            arrays["item.coliked.ids"], arrays["item.coliked.counts"] = ids, counts
+            arrays.update(self._coliked_arrays(self.coliked.take_changed()))
         splits = self._splits
         self._reset_changes()
         return first_new, splits, arrays
+
+    def _coliked_arrays(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The co-liked counts of ``rows`` against every row, and the positives per row."""
+        assert self.coliked is not None
+        return {"item.coliked.index": rows.astype(np.int64),
+                "item.coliked.counts": self.coliked.counts[rows].astype(np.float32),
+                "item.coliked.positives": self.coliked.positives.astype(np.float32)}
 
     # -- checkpoints -------------------------------------------------------------------
     def state(self) -> dict[str, bytes]:
@@ -342,8 +341,8 @@ class CELLearner(Learner):
         if self.coliked is not None and coliked:  # older checkpoints start with none
             try:
                 self.coliked.load(coliked)
-            except ValueError:  # another CELREC_COLIKED_NEIGHBOURS: an index, rebuilt
-                self.coliked = Covisitation(self.settings.coliked_neighbours)
+            except ValueError:  # another layout: counts, rebuilt from the stream
+                self.coliked = Covisitation()
         self._reset_changes()
         self._published_entities = {s: 0 for s in SIDES}  # the next publish is a snapshot
 

@@ -268,21 +268,27 @@ def test_member_index_agrees_with_brute_force_over_random_deltas():
                                      assign=assign, popularity=pop)
 
 
+COLIKED = np.array([[0.0, 1.0, 8.0], [1.0, 0.0, 0.0], [8.0, 0.0, 2.0]], np.float32)
+ROW_POSITIVES = np.array([9.0, 15.0, 4.0], np.float32)
+
+
 def co_liked_model() -> tuple[ServingModel, ModelWriter]:
     writer = ModelWriter()
     meta, arrays = writer.snapshot(
         3, USERS, ITEMS, np.array(USER_TABLE), np.array(ITEM_TABLE), USER_ASSIGN, ITEM_ASSIGN,
         popularity=POPULARITY, global_bias=BIAS, publish=False)
-    # a0 is liked next to a3 (8 times) and c1 (once); no other item has partners
-    arrays["item.coliked.index"] = np.array([0], np.int64)
-    arrays["item.coliked.ids"] = np.array([[3, 9]], np.int32)
-    arrays["item.coliked.counts"] = np.array([[8.0, 1.0]], np.float32)
+    # items of rows 0 and 2 are often liked close together
+    arrays["item.coliked.index"] = np.arange(3, dtype=np.int64)
+    arrays["item.coliked.counts"] = COLIKED
+    arrays["item.coliked.positives"] = ROW_POSITIVES
     return ServingModel(meta, arrays), writer
 
 
-def with_co_term(user: int, n: int, co: dict[str, float], weight: float,
-                 exclude=()) -> list[str]:
-    """Brute force: by_formula's key plus weight x log(1 + co / sqrt(positives))."""
+def with_co_term(user: int, n: int, anchor_rows: list[int], weight: float, exclude=(),
+                 counts=COLIKED, positives=ROW_POSITIVES) -> list[str]:
+    """Brute force: by_formula's key plus weight x log(1 + co) of the item's row."""
+    co = np.asarray(counts, np.float64)[anchor_rows].sum(axis=0) / np.sqrt(
+        np.maximum(positives, 1.0))
     u = USER_TABLE[user]
     totals = []
     for k, item in enumerate(ITEMS):
@@ -291,49 +297,44 @@ def with_co_term(user: int, n: int, co: dict[str, float], weight: float,
         row = ITEM_TABLE[ITEM_ASSIGN[k]]
         key = DEFAULT_WEIGHT * float(np.dot(u[:-1], row[:-1]) + row[-1]) + math.log1p(
             POPULARITY[k])
-        key += weight * math.log1p(co.get(item, 0.0) / math.sqrt(max(POPULARITY[k], 1)))
+        key += weight * math.log1p(co[ITEM_ASSIGN[k]])
         totals.append((-key, k))
     return [ITEMS[k] for _, k in sorted(totals)[:n]]
 
 
-def test_items_co_liked_with_the_users_latest_positives_rank_higher():
+def test_rows_co_liked_with_the_users_latest_positives_rank_higher():
     model, _ = co_liked_model()
     plain = [i for i, _ in model.retrieve("alice", 3).items]
     got = [i for i, _ in model.retrieve("alice", 3, exclude={"a0"}, anchors=["a0"],
                                         anchor_weight=2.0).items]
-    assert got == with_co_term(0, 3, {"a3": 8.0, "c1": 1.0}, 2.0, exclude={"a0"})
-    assert "a3" in got and "a3" not in plain  # never liked by anyone, but next to a0
-    # every item, exact: the co-liked ones are scored apart from the row walk
-    full = [i for i, _ in model.retrieve("bob", 10, anchors=["a0", "zz"],
-                                         anchor_weight=2.0).items]
-    assert full == with_co_term(1, 10, {"a3": 8.0, "c1": 1.0}, 2.0)
+    assert got == with_co_term(0, 3, [0], 2.0, exclude={"a0"})
+    assert set(got) & {"c0", "c1"} and not set(plain) & {"c0", "c1"}
+    full = [i for i, _ in model.retrieve("bob", 10, anchors=["a0", "c1", "zz"],
+                                         anchor_weight=4.0).items]
+    assert full == with_co_term(1, 10, [0, 2], 4.0)  # every item, exact
     assert [i for i, _ in model.retrieve("alice", 3, anchors=["a0"],
                                          anchor_weight=0.0).items] == plain
+    model.coliked_weight = 2.0  # the trainer's choice is the default weight
+    assert [i for i, _ in model.retrieve("alice", 3, exclude={"a0"},
+                                         anchors=["a0"]).items] == got
 
 
 def test_a_delta_replaces_co_liked_rows_and_bad_rows_change_nothing():
     model, writer = co_liked_model()
     header, arrays = writer.delta(publish=False)
-    arrays["item.coliked.index"] = np.array([0], np.int64)
-    arrays["item.coliked.ids"] = np.array([[8, -1]], np.int32)
-    arrays["item.coliked.counts"] = np.array([[5.0, 0.0]], np.float32)
+    arrays["item.coliked.index"] = np.array([1], np.int64)
+    arrays["item.coliked.counts"] = np.array([[6.0, 0.0, 0.0]], np.float32)
+    arrays["item.coliked.positives"] = ROW_POSITIVES
     model.apply_delta(header, arrays)
-    got = [i for i, _ in model.retrieve("bob", 10, anchors=["a0"], anchor_weight=2.0).items]
-    assert got == with_co_term(1, 10, {"c0": 5.0}, 2.0)
+    counts = COLIKED.copy()
+    counts[1] = [6.0, 0.0, 0.0]
+    got = [i for i, _ in model.retrieve("bob", 10, anchors=["b0"], anchor_weight=2.0).items]
+    assert got == with_co_term(1, 10, [1], 2.0, counts=counts)
     header, arrays = writer.delta(publish=False)
-    arrays["item.coliked.index"] = np.array([99], np.int64)  # no such item
-    arrays["item.coliked.ids"] = np.array([[8, -1]], np.int32)
-    arrays["item.coliked.counts"] = np.array([[5.0, 0.0]], np.float32)
+    arrays["item.coliked.index"] = np.array([7], np.int64)  # no such row
+    arrays["item.coliked.counts"] = np.array([[5.0, 0.0, 0.0]], np.float32)
+    arrays["item.coliked.positives"] = ROW_POSITIVES
     with pytest.raises(ModelDataError):
         model.apply_delta(header, arrays)
-    assert [i for i, _ in model.retrieve("bob", 10, anchors=["a0"],
+    assert [i for i, _ in model.retrieve("bob", 10, anchors=["b0"],
                                          anchor_weight=2.0).items] == got
-    writer.seq -= 1  # the refused delta is sent again, fixed: a first row for c0
-    header, arrays = writer.delta(publish=False)
-    arrays["item.coliked.index"] = np.array([8], np.int64)
-    arrays["item.coliked.ids"] = np.array([[3, 0]], np.int32)
-    arrays["item.coliked.counts"] = np.array([[4.0, 2.0]], np.float32)
-    model.apply_delta(header, arrays)
-    got = [i for i, _ in model.retrieve("bob", 10, anchors=["c0", "a0"],
-                                        anchor_weight=2.0).items]
-    assert got == with_co_term(1, 10, {"c0": 5.0, "a3": 4.0, "a0": 2.0}, 2.0)
