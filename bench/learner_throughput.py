@@ -1,12 +1,12 @@
 """The trainer's learner per micro-batch: with and without the recommendation-weight check,
-and without the co-liked items (``cel.covisit``).
+and without the co-liked rows (``cel.covisit``).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/learner_throughput.py [--entities 1000000]
 
 ``bench/throughput.py`` times ``OnlineCEL.step``; this times ``CELLearner.learn`` (id maps,
 labels, the step, the positives' counts and the retrieval-weight evidence of
 ``cel.retrieval``, the co-liked rows and their weight's evidence), as is, with the weight
-checks switched off, and with the co-liked items off (``CELREC_COLIKED_NEIGHBOURS=0``),
+checks switched off, and with the co-liked rows off (``CELREC_COLIKED=false``),
 alternating, on
 1,024-event batches of random clicks over ``--entities`` known ids per side. Writes
 bench/results/learner_throughput.md and .json (medians of each run).
@@ -36,7 +36,7 @@ BATCH = 1024
 def run(entities: int, check: bool, batches: int, seed: int, coliked: bool = True) -> float:
     """Median seconds per batch after 10 warm-up batches."""
     learner = CELLearner(Settings(  # type: ignore[call-arg]
-        _env_file=None, device="cpu", coliked_neighbours=32 if coliked else 0))
+        _env_file=None, device="cpu", coliked=coliked))
     if not check:
         learner._judge_retrieval = lambda *args: None  # type: ignore[method-assign]
     for side in ("user", "item"):
