@@ -5,7 +5,13 @@
 - ``ml-skewed``: MovieLens-100K with "rating >= 3" as the positive (82% positives);
 - ``ml-sparse``: MovieLens-100K likes of every fifth user (19,008 events);
 - ``planted-b2``: ``DemoWorkload(users=5000, items=1500, groups=6, bias_std=1.5,
-  popularity_skew=0.5, seed=7)``, 30,000 events.
+  popularity_skew=0.5, seed=7)``, 30,000 events;
+- ``low-ctr``: 11% positives, ``DemoWorkload(users=3000, items=1500, groups=6,
+  p_match=0.12, p_other=0.01, bias_std=1.0, popularity_skew=0.8, seed=11)``, 40,000 events;
+- ``low-ctr-biases``: 9% positives, no groups, own biases only (``groups=1, p_match=p_other=
+  0.03, bias_std=1.5``, seed 12), 40,000 events;
+- ``high-ctr``: 73% positives, ``DemoWorkload(users=2000, items=800, groups=10,
+  p_match=0.9, p_other=0.6, bias_std=0.8, seed=13)``, 40,000 events.
 
 Same protocol and peers as bench/prequential.py (peers learn per event; ``--peer-updates
 chunk``: at celrec's freshness), with the AUC split by the user's freshness at the chunk.
@@ -43,6 +49,14 @@ def shapes() -> dict[str, Stream]:
                             ml.timestamps[keep]),
         "planted-b2": load_workload("planted-b2", 30_000, users=5000, items=1500, groups=6,
                                     bias_std=1.5, popularity_skew=0.5, seed=7),
+        "low-ctr": load_workload("low-ctr", 40_000, users=3000, items=1500, groups=6,
+                                 p_match=0.12, p_other=0.01, bias_std=1.0,
+                                 popularity_skew=0.8, seed=11),
+        "low-ctr-biases": load_workload("low-ctr-biases", 40_000, users=3000, items=1500,
+                                        groups=1, p_match=0.03, p_other=0.03, bias_std=1.5,
+                                        popularity_skew=0.8, seed=12),
+        "high-ctr": load_workload("high-ctr", 40_000, users=2000, items=800, groups=10,
+                                  p_match=0.9, p_other=0.6, bias_std=0.8, seed=13),
     }
 
 
