@@ -83,7 +83,9 @@ class Covisitation:
             right.append(it[back][ok])
         a, b = np.concatenate(left), np.concatenate(right)
         keep = a != b
-        self._add(rows_of(a[keep]), rows_of(b[keep]), rows_of(items))
+        a, b = a[keep], b[keep]
+        rows = rows_of(np.concatenate([a, b, items]))  # one lookup
+        self._add(rows[: len(a)], rows[len(a): 2 * len(a)], rows[2 * len(a):])
         # the ring: each user's positives of this batch, in order (the last window of them)
         group = np.cumsum(start) - 1
         per_user = np.bincount(group)
@@ -99,10 +101,11 @@ class Covisitation:
         top = int(max(ra.max(initial=-1), rb.max(initial=-1),
                       positive_rows.max(initial=-1))) + 1
         self.counts = _square(self.counts, top)
-        self.positives = grown(self.positives, len(self.counts), 0.0)[: len(self.counts)]
-        np.add.at(self.counts, (ra, rb), 1.0)
-        np.add.at(self.counts, (rb, ra), 1.0)
-        np.add.at(self.positives, positive_rows, 1.0)
+        m = len(self.counts)
+        self.positives = grown(self.positives, m, 0.0)[:m]
+        pairs = np.bincount(np.concatenate([ra * m + rb, rb * m + ra]), minlength=m * m)
+        self.counts += pairs.reshape(m, m).astype(np.float32)
+        self.positives += np.bincount(positive_rows, minlength=m).astype(np.float32)
         self._changed.append(np.unique(np.concatenate([ra, rb, positive_rows])))
 
     # ------------------------------------------------------------------ reading

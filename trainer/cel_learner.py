@@ -165,11 +165,14 @@ class CELLearner(Learner):
         weights = np.asarray(WEIGHTS)
         model_weight = self.chooser.weight
         pool_pos, target_pos = self._positives_of(pool), self._positives_of(target)
-        pool_rows, target_rows = self._item_rows(pool), self._item_rows(target)
+        anchors = [self.coliked.recent_positives(int(u)) for u in who]
+        rows = self._item_rows(np.concatenate([pool, target, *anchors]))  # one lookup
+        pool_rows, target_rows = rows[: len(pool)], rows[len(pool): len(pool) + len(who)]
+        anchor_rows = np.split(rows[len(pool) + len(who):],
+                               np.cumsum([len(a) for a in anchors])[:-1])
         hits = []
         for k in range(len(who)):
-            anchors = self._item_rows(self.coliked.recent_positives(int(who[k])))
-            co = co_by_row(self.coliked.counts, self.coliked.positives, anchors)
+            co = co_by_row(self.coliked.counts, self.coliked.positives, anchor_rows[k])
             co = np.append(co, 0.0)  # index -1 and rows without counts: none
             pool_co = co[np.where((pool_rows >= 0) & (pool_rows < len(co) - 1), pool_rows, -1)]
             t = int(target_rows[k])
