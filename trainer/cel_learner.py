@@ -344,7 +344,7 @@ class CELLearner(Learner):
         if self.coliked is not None and coliked:  # older checkpoints start with none
             try:
                 self.coliked.load(coliked)
-            except ValueError:  # another layout: counts, rebuilt from the stream
+            except (KeyError, ValueError):  # another layout: counts, rebuilt from the stream
                 self.coliked = Covisitation()
         self._reset_changes()
         self._published_entities = {s: 0 for s in SIDES}  # the next publish is a snapshot
