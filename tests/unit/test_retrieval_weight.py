@@ -107,3 +107,17 @@ def test_without_co_liked_rows_the_learner_publishes_no_weight() -> None:
     learner.learn([next(DemoWorkload().events()) for _ in range(50)])
     assert learner.coliked_weight is None
     assert not any(k.startswith("item.coliked") for k in learner.snapshot_arrays())
+
+
+def test_a_checkpoint_with_another_co_liked_layout_restores_with_fresh_counts() -> None:
+    from schemas.state import encode_array
+
+    learner = CELLearner(Settings(_env_file=None, device="cpu"))  # type: ignore[call-arg]
+    learner.learn([next(DemoWorkload().events()) for _ in range(50)])
+    blobs = learner.state()
+    blobs["coliked.counts"] = encode_array(np.zeros((3, 32), np.float32))  # not (rows, rows)
+    del blobs["coliked.positives"]
+    restored = CELLearner(Settings(_env_file=None, device="cpu"))  # type: ignore[call-arg]
+    restored.restore(blobs)
+    assert restored.coliked is not None and restored.coliked.counts.size == 0
+    assert restored.events_applied == learner.events_applied  # the model itself is kept
