@@ -69,7 +69,11 @@ class WeightChooser:
         (W, C) the keys of C candidate items (a uniform sample of the catalogue when
         ``scale`` > 1: each counts for ``scale`` items); ``excluded``: (C,) candidates that
         are not ranked (the target itself, the user's recent items)."""
-        above = ((candidate_keys > target_key[:, None]) & ~excluded[None, :]).sum(axis=1)
+        ranked = ~excluded[None, :]
+        # ties count half: the target's expected place when they are broken at random
+        # (items of one row share its score, so ties are common)
+        above = ((candidate_keys > target_key[:, None]) & ranked).sum(axis=1) \
+            + 0.5 * ((candidate_keys == target_key[:, None]) & ranked).sum(axis=1)
         return above * scale < TOP_N
 
     def state(self) -> np.ndarray:

@@ -126,8 +126,16 @@ class CELLearner(Learner):
         picked = positive[(self._positives_counted + 1 + np.arange(len(positive)))
                           % EVAL_EVERY == 0]
         self._positives_counted += len(positive)
-        picked = picked[items[picked] < known_items][:EVALS_PER_BATCH]
+        picked = picked[items[picked] < known_items]
         if not len(picked) or known_items < 2:
+            return
+        # The service never recommends an item the user has seen, so a positive on one (a
+        # repeat) says nothing about a weight: only first interactions are evidence.
+        recent = self.model.recent_partners("user", torch.from_numpy(users[picked])).cpu() \
+            .numpy()
+        fresh = ~(recent == items[picked][:, None]).any(axis=1)
+        picked, recent = picked[fresh][:EVALS_PER_BATCH], recent[fresh][:EVALS_PER_BATCH]
+        if not len(picked):
             return
         if known_items <= EVAL_ITEMS:
             pool = np.arange(known_items, dtype=np.int64)
@@ -141,7 +149,6 @@ class CELLearner(Learner):
             .cpu().numpy().astype(np.float64)
         own = self.model.predict(torch.from_numpy(who), torch.from_numpy(target), raw=True) \
             .cpu().numpy().astype(np.float64)
-        recent = self.model.recent_partners("user", torch.from_numpy(who)).cpu().numpy()
         pool_pos, target_pos = self._positives_of(pool), self._positives_of(target)
         weights = np.asarray(CANDIDATE_WEIGHTS)[:, None]
         hits = [self.chooser.hits(retrieval_scores(target_pos[k], own[k], weights[:, 0]),

@@ -121,3 +121,24 @@ def test_a_checkpoint_with_another_co_liked_layout_restores_with_fresh_counts() 
     restored.restore(blobs)
     assert restored.coliked is not None and restored.coliked.counts.size == 0
     assert restored.events_applied == learner.events_applied  # the model itself is kept
+
+
+def test_ties_count_half_and_repeats_are_no_evidence() -> None:
+    chooser = WeightChooser()
+    target = np.array([5.0])
+    keys = np.array([[5.0] * 21 + [0.0]])  # 21 items tie with the target
+    excluded = np.zeros(22, bool)
+    assert chooser.hits(target, keys, excluded).tolist() == [False]  # 10.5 above on average
+    excluded[:3] = True  # 18 ties: 9 above
+    assert chooser.hits(target, keys, excluded).tolist() == [True]
+    # a positive on an item in the user's recent history is no evidence for the learner
+    from schemas.events import Event
+
+    learner = CELLearner(Settings(_env_file=None, device="cpu"))  # type: ignore[call-arg]
+    observed: list[int] = []
+    learner.chooser.observe = lambda hits: observed.append(len(hits))  # type: ignore[method-assign]
+    learner.learn([Event(user_id="u", item_id=f"i{k}") for k in range(20)])
+    learner.learn([Event(user_id="u", item_id="i10") for _ in range(10)])  # repeats only
+    assert observed == []
+    learner.learn([Event(user_id="v", item_id=f"i{k}") for k in range(10)])  # first sights
+    assert observed and observed[0] > 0
