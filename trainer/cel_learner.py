@@ -36,6 +36,18 @@ MODEL_KIND = "mf"
 EVAL_EVERY = 5
 EVALS_PER_BATCH = 8
 EVAL_ITEMS = 4096
+# (user, item) pairs the checks remember, to skip positives on items a user has seen (the
+# service never recommends those): a direct-mapped table of 64-bit fingerprints, 2 MB; a pair
+# overwritten by a later one counts as unseen again, as a pair beyond the service's seen list.
+SEEN_PAIRS_BITS = 18
+
+
+def _pair_fingerprints(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slot in the seen-pairs table and 64-bit fingerprint of each (user, item) pair."""
+    with np.errstate(over="ignore"):
+        mixed = (users.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+                 ^ items.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)) | np.uint64(1)
+    return (mixed >> np.uint64(64 - SEEN_PAIRS_BITS)).astype(np.int64), mixed
 
 
 class CELLearner(Learner):
@@ -60,6 +72,7 @@ class CELLearner(Learner):
         self._liked: dict[str, list[bytes]] = {}  # new positives per user, to publish
         self.co_chooser = WeightChooser(candidates=WEIGHTS, default=WEIGHT)
         self._positives_counted = 0
+        self._seen_pairs = np.zeros(1 << SEEN_PAIRS_BITS, np.uint64)
         self._eval_rng = np.random.default_rng(settings.seed)
         self.blob_names = tuple(sorted(
             [f"cel.{k}" for k in self.model.state_dict()]
@@ -92,6 +105,8 @@ class CELLearner(Learner):
         items, _ = self.ids["item"].lookup_or_add(e.item_id for e in events)
         labels = np.array([self._label(e) for e in events], dtype=np.float32)
         self._judge_retrieval(users, items, labels, known_items)
+        slot, print_ = _pair_fingerprints(users, items)
+        self._seen_pairs[slot] = print_
         out = self.model.step(torch.from_numpy(users), torch.from_numpy(items),
                               torch.from_numpy(labels), return_changes=True)
         if out.skipped or out.changes is None:
@@ -131,12 +146,12 @@ class CELLearner(Learner):
             return
         # The service never recommends an item the user has seen, so a positive on one (a
         # repeat) says nothing about a weight: only first interactions are evidence.
-        recent = self.model.recent_partners("user", torch.from_numpy(users[picked])).cpu() \
-            .numpy()
-        fresh = ~(recent == items[picked][:, None]).any(axis=1)
-        picked, recent = picked[fresh][:EVALS_PER_BATCH], recent[fresh][:EVALS_PER_BATCH]
+        slot, print_ = _pair_fingerprints(users[picked], items[picked])
+        picked = picked[self._seen_pairs[slot] != print_][:EVALS_PER_BATCH]
         if not len(picked):
             return
+        recent = self.model.recent_partners("user", torch.from_numpy(users[picked])).cpu() \
+            .numpy()
         if known_items <= EVAL_ITEMS:
             pool = np.arange(known_items, dtype=np.int64)
         else:

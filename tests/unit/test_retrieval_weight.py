@@ -142,3 +142,7 @@ def test_ties_count_half_and_repeats_are_no_evidence() -> None:
     assert observed == []
     learner.learn([Event(user_id="v", item_id=f"i{k}") for k in range(10)])  # first sights
     assert observed and observed[0] > 0
+    learner.learn([Event(user_id="v", item_id=f"j{k}") for k in range(40)])  # v's history
+    observed.clear()
+    learner.learn([Event(user_id="v", item_id="i1") for _ in range(10)])  # seen 40 items ago
+    assert observed == []  # beyond the model's 16-item history, still no evidence
