@@ -13,3 +13,13 @@ def grown(array: np.ndarray, size: int, fill: float) -> np.ndarray:
     out = np.full((max(size, 2 * len(array), 16), *array.shape[1:]), fill, dtype=array.dtype)
     out[: len(array)] = array
     return out
+
+
+def grown_square(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` (n, n) padded with zeros to at least (size, size) (the same array when it
+    is that big)."""
+    if size <= len(array):
+        return array
+    out = np.zeros((size, size), dtype=array.dtype)
+    out[: len(array), : len(array)] = array
+    return out

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cel.arrays import grown
+from cel.arrays import grown, grown_square
 
 WINDOW = 16  # a positive is paired with this many of the user's previous positives
 # Weight of log(1 + co) in the recommendation key: the trainer starts from WEIGHT (off) and
@@ -29,15 +29,6 @@ WINDOW = 16  # a positive is paired with this many of the user's previous positi
 # stayed on over the whole MovieLens likes stream and cost recall there (docs/models.md).
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 WEIGHT = 0.0
-
-
-def _square(array: np.ndarray, size: int) -> np.ndarray:
-    """``array`` (n, n) padded with zeros to at least (size, size)."""
-    if size <= len(array):
-        return array
-    out = np.zeros((size, size), dtype=array.dtype)
-    out[: len(array), : len(array)] = array
-    return out
 
 
 class Covisitation:
@@ -100,7 +91,7 @@ class Covisitation:
         positive_rows = positive_rows[positive_rows >= 0].astype(np.int64)
         top = int(max(ra.max(initial=-1), rb.max(initial=-1),
                       positive_rows.max(initial=-1))) + 1
-        self.counts = _square(self.counts, top)
+        self.counts = grown_square(self.counts, top)
         m = len(self.counts)
         self.positives = grown(self.positives, m, 0.0)[:m]
         pairs = np.bincount(np.concatenate([ra * m + rb, rb * m + ra]), minlength=m * m)

@@ -185,26 +185,25 @@ def build_router(state: ServiceState) -> APIRouter:
             steps = []
         return RequestContext(steps, now)
 
-    def read_liked(user_id: str) -> list[str]:
-        """The user's latest positives (the co-liked anchors); none when unreadable."""
+    def read_list(key: str, count: int, what: str) -> list[str] | None:
+        """A user's stored item list, newest first; None while the store is unreachable
+        (a known outage is not waited on per request) or the read fails."""
         if not follower.store_reachable:
-            return []
+            return None
         try:
-            raw = state.store.list_range(keys.user_liked(user_id), WINDOW)
+            raw = state.store.list_range(key, count)
         except BackendUnavailable as exc:
-            log.warning("liked items of a user unreadable, recommended without: %s", exc)
-            return []
+            log.warning("%s of a user unreadable, recommended without: %s", what, exc)
+            return None
         return [item.decode("utf-8", errors="replace") for item in raw]
 
+    def read_liked(user_id: str) -> list[str]:
+        """The user's latest positives (the co-liked anchors); none when unreadable."""
+        return read_list(keys.user_liked(user_id), WINDOW, "liked items") or []
+
     def read_seen(user_id: str) -> tuple[set[str], str]:
-        if not follower.store_reachable:  # known outage: do not wait on a timeout per request
-            return set(), "unavailable"
-        try:
-            raw = state.store.list_range(keys.user_seen(user_id), SEEN_READ_MAX)
-        except BackendUnavailable as exc:
-            log.warning("seen items of a user unreadable, not excluded: %s", exc)
-            return set(), "unavailable"
-        return {item.decode("utf-8", errors="replace") for item in raw}, "applied"
+        seen = read_list(keys.user_seen(user_id), SEEN_READ_MAX, "seen items")
+        return (set(), "unavailable") if seen is None else (set(seen), "applied")
 
     @router.get(
         "/model",

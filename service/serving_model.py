@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cel.arrays import grown
+from cel.arrays import grown, grown_square
 from cel.covisit import WEIGHT as COLIKED_WEIGHT
 from cel.covisit import co_by_row
 from cel.idmap import IdMap
@@ -223,11 +223,7 @@ class _ColikedRows:
         self.positives = np.zeros(0, np.float32)
 
     def set(self, index: np.ndarray, counts: np.ndarray, positives: np.ndarray) -> None:
-        size = len(positives)
-        if size > len(self.counts):
-            grown_counts = np.zeros((size, size), np.float32)
-            grown_counts[: len(self.counts), : len(self.counts)] = self.counts
-            self.counts = grown_counts
+        self.counts = grown_square(self.counts, len(positives))
         self.counts[index, : counts.shape[1]] = counts
         self.positives = positives
 

@@ -172,7 +172,8 @@ class CELLearner(Learner):
                 for k in range(len(picked))]
         self.chooser.observe(np.array(hits))
         if self.coliked is not None:
-            self._judge_coliked(who, target, pool, scores, own, recent, scale)
+            self._judge_coliked(who, target, pool, scores, own, recent, scale,
+                                pool_pos, target_pos)
 
     @property
     def coliked_weight(self) -> float | None:
@@ -180,13 +181,12 @@ class CELLearner(Learner):
 
     def _judge_coliked(self, who: np.ndarray, target: np.ndarray, pool: np.ndarray,
                        scores: np.ndarray, own: np.ndarray, recent: np.ndarray,
-                       scale: float) -> None:
+                       scale: float, pool_pos: np.ndarray, target_pos: np.ndarray) -> None:
         """Would each candidate weight of co-liked items (``cel.covisit``) have recommended
         the sampled positives' items, the model's weight as currently chosen?"""
         assert self.coliked is not None
         weights = np.asarray(WEIGHTS)
         model_weight = self.chooser.weight
-        pool_pos, target_pos = self._positives_of(pool), self._positives_of(target)
         anchors = [self.coliked.recent_positives(int(u)) for u in who]
         rows = self._item_rows(np.concatenate([pool, target, *anchors]))  # one lookup
         pool_rows, target_rows = rows[: len(pool)], rows[len(pool): len(pool) + len(who)]
