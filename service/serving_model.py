@@ -589,9 +589,9 @@ class ServingModel:
 
     @property
     def has_coliked(self) -> bool:
-        """Whether the model holds co-liked items (then recommendations read the user's
-        latest positives)."""
-        return self._coliked is not None
+        """Whether the model holds co-liked items with a weight above 0 (only then do
+        recommendations read the user's latest positives: at weight 0 they change nothing)."""
+        return self._coliked is not None and self.coliked_weight > 0
 
     def memory_bytes(self) -> int:
         with self._lock:

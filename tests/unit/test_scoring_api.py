@@ -30,11 +30,17 @@ PREFIX = "api-test"
 
 
 class FlakyStore(EmbeddedStateStore):
-    """The embedded store with seen-list reads that can be made to fail."""
+    """The embedded store with list reads that can be made to fail, and that records the
+    keys of the lists read."""
 
     fail_lists = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists_read: list[str] = []
+
     def list_range(self, key: str, count: int) -> list[bytes]:
+        self.lists_read.append(key)
         if self.fail_lists:
             raise StateStoreUnavailable("list reads are down")
         return super().list_range(key, count)
@@ -270,3 +276,14 @@ def test_recommendations_add_items_co_liked_with_the_users_latest_positives(
     response = client.get("/recommendations/alice", params={"n": 3})
     assert response.status_code == 200
     assert [i["item_id"] for i in response.json()["items"]] == plain
+    store.fail_lists = False
+    # at weight 0 the rows change nothing, so the liked list is not read at all
+    meta = meta.model_copy(update={"version": 5, "coliked_weight": 0.0})
+    writer.publish_snapshot(meta, arrays)
+    assert app_state.follower.wait_for(lambda m: m.version == 5, 5.0)
+    store.lists_read.clear()
+    off = [i["item_id"] for i in client.get("/recommendations/alice",
+                                             params={"n": 3}).json()["items"]]
+    assert off == plain
+    liked_key = StateKeys(PREFIX).user_liked("alice")
+    assert store.lists_read and liked_key not in store.lists_read
