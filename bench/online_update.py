@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(device),
         "config": {k: getattr(cfg, k) for k in ("dim", "user_clusters", "initial_clusters",
                                                 "candidates", "history", "state_capacity",
-                                                "split_every", "loss")},
+                                                "split_window", "loss")},
         "scales": rows,
         "ratio_median_largest_smallest": rows[-1]["median_ms"] / rows[0]["median_ms"],
         "ratio_p90_largest_smallest": rows[-1]["p90_ms"] / rows[0]["p90_ms"],

@@ -16,6 +16,8 @@
 Same protocol and peers as bench/prequential.py (peers learn per event; ``--peer-updates
 chunk``: at celrec's freshness), with the AUC split by the user's freshness at the chunk.
 Writes bench/results/prequential_shapes.md (``_chunk.md`` with ``--peer-updates chunk``).
+``--chunk 1`` gives celrec the peers' per-event freshness (a diagnostic of the learner, not
+the served protocol; writes ``_event_chunk1.md``); ``--shapes`` picks some of the streams.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from peers import UPDATES  # noqa: E402
-from prequential import freshness_table, make_method, run_stream  # noqa: E402
+from prequential import CHUNK, freshness_table, make_method, run_stream  # noqa: E402
 from streams import Stream, load_stream, load_workload  # noqa: E402
 
 METHODS = ("celrec", "counter", "river-fm", "vw-lrq", "popularity")
@@ -63,16 +65,25 @@ def shapes() -> dict[str, Stream]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peer-updates", choices=UPDATES, default="event")
+    ap.add_argument("--chunk", type=int, default=CHUNK,
+                    help="events per chunk (1: celrec learns per event too, a diagnostic)")
+    ap.add_argument("--shapes", default="", help="comma-separated subset (default: all)")
     args = ap.parse_args(argv)
     chunk = args.peer_updates == "chunk"
-    flag = " --peer-updates chunk" if chunk else ""
+    flag = (" --peer-updates chunk" if chunk else "") + (
+        f" --chunk {args.chunk}" if args.chunk != CHUNK else "") + (
+        f" --shapes {args.shapes}" if args.shapes else "")
     how = "a chunk after scoring it (celrec's freshness)" if chunk else "one event at a time"
     lines = ["# Streams of other shapes (not used to choose any default)", "",
-             f"`python bench/prequential_shapes.py{flag}`; peers learn {how}", ""]
+             f"`python bench/prequential_shapes.py{flag}`; peers learn {how}; chunks of "
+             f"{args.chunk} events", ""]
+    wanted = [s for s in args.shapes.split(",") if s]
     for name, stream in shapes().items():
+        if wanted and name not in wanted:
+            continue
         methods = {m: make_method(m, "binary", peer_updates=args.peer_updates)
                    for m in METHODS}
-        results, _ = run_stream(stream, methods, progress=False)
+        results, _ = run_stream(stream, methods, chunk=args.chunk, progress=False)
         lines += [f"## {name}: {len(stream)} events, positive rate "
                   f"{float(np.mean(stream.values)):.3f}", "",
                   "| method | " + " | ".join(SHOWN) + " |", "|---" * (len(SHOWN) + 1) + "|"]
@@ -84,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines += [*freshness_table(results, "auc"), ""]
     text = "\n".join(lines)
-    stem = "prequential_shapes" + ("_chunk" if chunk else "")
+    stem = "prequential_shapes" + ("_chunk" if chunk else "") + (
+        f"_event_chunk{args.chunk}" if args.chunk != CHUNK else "")
     (ROOT / "bench" / "results" / f"{stem}.md").write_text(text)
     print(text)
     return 0

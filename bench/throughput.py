@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         "entities_per_side": args.entities,
         "config": {k: getattr(cfg, k) for k in ("dim", "user_clusters", "initial_clusters",
                                                 "candidates", "history", "state_capacity",
-                                                "split_every", "loss")},
+                                                "split_window", "loss")},
         "results": rows,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "cpus": os.cpu_count(), "loadavg_before": load_before,

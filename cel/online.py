@@ -53,6 +53,11 @@ class OnlineCELConfig:
     loss: str = "logloss"  # "logloss" (binary labels, sigmoid) or "mse" (ratings)
     lr: float = 0.1  # SGD step on the per-cluster mean gradient
     model_lr: float | None = None  # interaction model weights; None: same as lr
+    # The interaction model's weights (the global bias) step on the batch's summed gradient
+    # over max(events, this): a batch smaller than the tuned 200 moves them in proportion,
+    # not as far as a whole batch, so a trickle of single events does not jolt the global
+    # bias by the full step each (0.019 AUC on the ml100k-likes cut at batches of 1).
+    model_batch_floor: int = 200
     l2: float = 1e-5
     init_std: float = 0.1
     # Live clusters at start, random rows. With both sides clustered, 1 is a saddle: when the
@@ -65,7 +70,11 @@ class OnlineCELConfig:
     reassign_min_history: int = 3  # fewer valid interactions: the entity stays put
     damping: float = 0.1  # probability of keeping the old cluster anyway
     margin: float = 0.005  # a move must lower the mean history loss by at least this
-    split_every: int = 10  # batches per split window
+    # Events per split window, whatever the micro-batch size (the trainer's batches follow
+    # the traffic: one event or a thousand). Counted in batches, a trickle of small batches
+    # split the rows on a few events each and cost planted-group streams 0.035 AUC
+    # (bench/results/prequential_tuning.md); 2,000 = the 10 batches of 200 tuned before.
+    split_window: int = 2000
     split_min_members: int = 8  # members with gradients needed to split
     initial_capacity: int = 1024  # per-side id space, doubles on demand
     # An own bias per entity next to its cluster row (one float, plus its precision): the
@@ -103,8 +112,8 @@ class OnlineCELConfig:
             raise ValueError("dim, history and state_capacity must be positive")
         if self.candidates < 3:
             raise ValueError("candidates must be at least 3")
-        if self.split_every < 1 or self.split_min_members < 2:
-            raise ValueError("split_every >= 1 and split_min_members >= 2")
+        if self.split_window < 1 or self.split_min_members < 2 or self.model_batch_floor < 1:
+            raise ValueError("split_window >= 1, split_min_members >= 2, model_batch_floor >= 1")
         if self.initial_clusters < 1 or min(self.user_clusters, self.item_clusters) < 1:
             raise ValueError("initial_clusters and the cluster budgets must be positive")
         if self.row_update not in ("mean", "adagrad"):
@@ -330,6 +339,7 @@ class OnlineCEL:
         self.model = (interaction or MFInteraction()).to(self.device)
         self.model_lr = cfg.lr if cfg.model_lr is None else cfg.model_lr
         self.batches = 0  # steps applied; also the LRU clock
+        self.window_events = 0  # events learnt since the last split window ended
         self._scores: torch.Tensor | None = None  # per-step cluster x cluster score table
         self.totals = {"events": 0, "skipped": 0, "reassigned": 0, "splits": 0}
         # Sum of the labels learnt: a vote counts interactions above the mean label as
@@ -813,7 +823,7 @@ class OnlineCEL:
                         self._apply_prior(s, scores.grad[fresh])
             for p in self.model.parameters():
                 if p.grad is not None:
-                    p.add_(p.grad, alpha=-self.model_lr / n)
+                    p.add_(p.grad, alpha=-self.model_lr / max(n, self.config.model_batch_floor))
             for s, ids, rows, g in ((su, users, rows_u, gu), (si, items, rows_i, gi)):
                 if s.clustered:
                     s.inter.index_add_(0, rows, torch.ones_like(rows))
@@ -828,8 +838,12 @@ class OnlineCEL:
                 self.totals["reassigned"] += movers.numel()
                 if return_changes:
                     changes[s.name] += [(new, s.assign[new].long()), (movers, dest)]
+            self.window_events += n
+            window_ends = self.window_events >= self.config.split_window
+            if window_ends:
+                self.window_events = 0
             for s in (su, si):
-                if self.batches % self.config.split_every == 0:
+                if window_ends:
                     for parent, child, moved in self._split(s):
                         out.splits[s.name] += 1
                         self.totals["splits"] += 1
@@ -972,6 +986,7 @@ class OnlineCEL:
         for k, v in self.model.state_dict().items():
             state[f"model.{k}"] = v.clone()
         state["batches"] = torch.tensor(self.batches, dtype=torch.int64)
+        state["window_events"] = torch.tensor(self.window_events, dtype=torch.int64)
         state["label_sum"] = torch.tensor(self.label_sum, dtype=torch.float64)
         for k, v in self.totals.items():
             state[f"totals.{k}"] = torch.tensor(v, dtype=torch.int64)
@@ -994,6 +1009,8 @@ class OnlineCEL:
         self.model.load_state_dict({k[len("model."):]: v for k, v in state.items()
                                     if k.startswith("model.")})
         self.batches = int(state["batches"])
+        # a checkpoint from before event-counted windows: the window starts afresh
+        self.window_events = int(state["window_events"]) if "window_events" in state else 0
         self.label_sum = float(state["label_sum"]) if "label_sum" in state else 0.0
         self.totals = {k: int(state[f"totals.{k}"]) for k in self.totals}
         try:

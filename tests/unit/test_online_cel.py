@@ -37,7 +37,8 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def small_config(**kw) -> OnlineCELConfig:
-    base = dict(dim=16, user_clusters=8, item_clusters=8, initial_clusters=4, split_every=5,
+    base = dict(dim=16, user_clusters=8, item_clusters=8, initial_clusters=4,
+                split_window=5 * 256,
                 state_capacity=1000, history=16, initial_capacity=64, seed=0)
     base.update(kw)
     return OnlineCELConfig(**base)
@@ -129,7 +130,7 @@ def test_ids_beyond_capacity_grow_the_arrays():
 
 
 def test_reassignment_touches_only_the_batch():
-    model = OnlineCEL(small_config(split_every=10**6), device="cpu")
+    model = OnlineCEL(small_config(split_window=10**9), device="cpu")
     for k, (users, items, y) in enumerate(planted_stream(60)):
         before_u, before_i = assignments(model, "user", N_USERS), assignments(model, "item",
                                                                              N_ITEMS)
@@ -143,7 +144,7 @@ def test_reassignment_touches_only_the_batch():
 
 
 def test_return_changes_replays_assignments():
-    model = OnlineCEL(small_config(split_every=3), device="cpu")
+    model = OnlineCEL(small_config(split_window=3 * 256), device="cpu")
     mirror = {"user": torch.full((N_USERS,), -1), "item": torch.full((N_ITEMS,), -1)}
     for users, items, y in planted_stream(40):
         out = model.step(users, items, y, return_changes=True)
@@ -252,3 +253,19 @@ def test_per_entity_side_and_generic_interaction():
     # the generic (flattened) pairwise path agrees with MFInteraction's bmm fast path
     assert torch.allclose(pairwise_scores(RowWiseMF(), a, b), MFInteraction().pairwise(a, b),
                           atol=1e-5)
+
+
+def test_split_windows_are_counted_in_events_whatever_the_batch_size():
+    """The trainer's micro-batches follow the traffic; a window of 1,024 events ends on the
+    batch that reaches it, so small batches do not split rows on a few events each."""
+    model = OnlineCEL(small_config(split_window=1024), device="cpu")
+    split_steps = [k for k, (users, items, y) in enumerate(planted_stream(160, batch=32))
+                   if sum(model.step(users, items, y).splits.values())]
+    assert split_steps, "no window ended in a split"
+    assert all((k + 1) * 32 % 1024 == 0 for k in split_steps), split_steps
+    for users, items, y in planted_stream(3, batch=100, seed=1):
+        model.step(users, items, y)
+    assert model.window_events == 300
+    restored = OnlineCEL(small_config(split_window=1024), device="cpu")
+    restored.load_state_dict(model.state_dict())
+    assert restored.window_events == 300
