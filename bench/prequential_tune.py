@@ -16,6 +16,9 @@ ml100k-ratings stream's first 50,000 events (all of them; a seeded fifth of thei
 sparser; 4-5 star ratings with a quarter of the others, skewed to high ratings), RMSE per cut
 after the first chunk (which every method scores before it has seen anything) and the mean.
 
+``--grid batches``: today's defaults with chunks (the trainer's micro-batches, predicted then
+learnt) of 1, 20, 200 or 1,000 events: the trainer batches what arrives.
+
 ``--grid recall``: the weight of the model's logit against log(1 + positives) in
 recommendations (the default of ``cel.retrieval``, which the trainer leaves only on
 evidence), by recall@10 on the same cuts with the evaluation protocol's queries (every 5th
@@ -68,6 +71,8 @@ GRIDS = {
         {"damping": 0.3}, {"vote_tolerance": 0.0}, {"vote_tolerance": 0.05},
         {"vote_window": 8}, {"init_std": 0.3}, {"dim": 64},
     ],
+    # The same defaults learnt in the trainer's other micro-batch sizes (prequential_tuning.md)
+    "batches": [{"micro_batch": b} for b in (1, 20, 200, 1000)],
     "recall": [{"weight": w} for w in (0.0, 0.125, 0.25, 0.5, 1.0)],
     "rating": [{"lr": lr} for lr in (0.01, 0.02, 0.03, 0.05, 0.1)]
     + [{"lr": 0.03, "bias_prior_events": k} for k in (5, 20)],
@@ -94,12 +99,16 @@ def rating_cuts(data_root: str | None) -> dict[str, tuple[list[str], list[str], 
 def progressive(users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
                 config: dict) -> torch.Tensor:
     """``cel.online.OnlineCEL`` with ``config`` over the stream: each chunk predicted, then
-    learnt."""
+    learnt. ``micro_batch`` in ``config`` (the batches grid): chunks of that many events
+    instead, as the trainer's batches are when traffic trickles in (a few events) or floods
+    (a thousand), each served by the model that learnt every earlier batch."""
+    config = dict(config)
+    chunk = int(config.pop("micro_batch", CHUNK))
     model = OnlineCEL(OnlineCELConfig(**config), device="cpu")
     preds = []
-    for s in range(0, len(users), CHUNK):
-        preds.append(model.predict(users[s:s + CHUNK], items[s:s + CHUNK]))
-        model.step(users[s:s + CHUNK], items[s:s + CHUNK], labels[s:s + CHUNK])
+    for s in range(0, len(users), chunk):
+        preds.append(model.predict(users[s:s + chunk], items[s:s + chunk]))
+        model.step(users[s:s + chunk], items[s:s + chunk], labels[s:s + chunk])
     return torch.cat(preds)
 
 

@@ -53,11 +53,6 @@ class OnlineCELConfig:
     loss: str = "logloss"  # "logloss" (binary labels, sigmoid) or "mse" (ratings)
     lr: float = 0.1  # SGD step on the per-cluster mean gradient
     model_lr: float | None = None  # interaction model weights; None: same as lr
-    # The interaction model's weights (the global bias) step on the batch's summed gradient
-    # over max(events, this): a batch smaller than the tuned 200 moves them in proportion,
-    # not as far as a whole batch, so a trickle of single events does not jolt the global
-    # bias by the full step each (0.019 AUC on the ml100k-likes cut at batches of 1).
-    model_batch_floor: int = 200
     l2: float = 1e-5
     init_std: float = 0.1
     # Live clusters at start, random rows. With both sides clustered, 1 is a saddle: when the
@@ -112,8 +107,8 @@ class OnlineCELConfig:
             raise ValueError("dim, history and state_capacity must be positive")
         if self.candidates < 3:
             raise ValueError("candidates must be at least 3")
-        if self.split_window < 1 or self.split_min_members < 2 or self.model_batch_floor < 1:
-            raise ValueError("split_window >= 1, split_min_members >= 2, model_batch_floor >= 1")
+        if self.split_window < 1 or self.split_min_members < 2:
+            raise ValueError("split_window >= 1 and split_min_members >= 2")
         if self.initial_clusters < 1 or min(self.user_clusters, self.item_clusters) < 1:
             raise ValueError("initial_clusters and the cluster budgets must be positive")
         if self.row_update not in ("mean", "adagrad"):
@@ -823,7 +818,7 @@ class OnlineCEL:
                         self._apply_prior(s, scores.grad[fresh])
             for p in self.model.parameters():
                 if p.grad is not None:
-                    p.add_(p.grad, alpha=-self.model_lr / max(n, self.config.model_batch_floor))
+                    p.add_(p.grad, alpha=-self.model_lr / n)
             for s, ids, rows, g in ((su, users, rows_u, gu), (si, items, rows_i, gi)):
                 if s.clustered:
                     s.inter.index_add_(0, rows, torch.ones_like(rows))
