@@ -136,14 +136,19 @@ class Covisitation:
                 + self.filled.nbytes)
 
 
-def co_by_row(counts: np.ndarray, positives: np.ndarray, anchor_rows: np.ndarray
-              ) -> np.ndarray:
-    """``co`` of every row (see the module docstring) for a user whose latest positives sit
-    in ``anchor_rows`` (rows outside the counts are ignored)."""
-    rows = len(counts)
+def co_at(counts: np.ndarray, positives: np.ndarray, anchor_rows: np.ndarray,
+          rows: np.ndarray) -> np.ndarray:
+    """``co`` (see the module docstring) of each of ``rows`` for a user whose latest
+    positives sit in ``anchor_rows``; rows outside the counts (-1: no row) have none, and
+    anchors outside them are ignored."""
+    size = len(counts)
     anchor_rows = np.asarray(anchor_rows, np.int64)
-    anchor_rows = anchor_rows[(anchor_rows >= 0) & (anchor_rows < rows)]
-    if not len(anchor_rows):
-        return np.zeros(rows)
-    summed = counts[anchor_rows].sum(axis=0, dtype=np.float64)
-    return summed / np.sqrt(np.maximum(positives[:rows].astype(np.float64), 1.0))
+    anchor_rows = anchor_rows[(anchor_rows >= 0) & (anchor_rows < size)]
+    rows = np.asarray(rows, np.int64)
+    inside = (rows >= 0) & (rows < size)
+    out = np.zeros(len(rows))
+    if len(anchor_rows) and inside.any():
+        at = rows[inside]
+        summed = counts[anchor_rows][:, at].sum(axis=0, dtype=np.float64)
+        out[inside] = summed / np.sqrt(np.maximum(positives[at].astype(np.float64), 1.0))
+    return out

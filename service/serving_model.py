@@ -22,7 +22,7 @@ import numpy as np
 
 from cel.arrays import grown, grown_square
 from cel.covisit import WEIGHT as COLIKED_WEIGHT
-from cel.covisit import co_by_row
+from cel.covisit import co_at
 from cel.idmap import IdMap
 from cel.retrieval import DEFAULT_WEIGHT
 from schemas.snapshot import SIDES, DeltaHeader, SideMeta, SnapshotMeta
@@ -226,13 +226,6 @@ class _ColikedRows:
         self.counts = grown_square(self.counts, len(positives))
         self.counts[index, : counts.shape[1]] = counts
         self.positives = positives
-
-    def co(self, anchor_rows: np.ndarray, rows: int) -> np.ndarray:
-        """``co`` per row ``0 .. rows - 1`` for these anchors (0 where none counted)."""
-        out = np.zeros(rows)
-        co = co_by_row(self.counts, self.positives, anchor_rows)[:rows]
-        out[: len(co)] = co
-        return out
 
     @property
     def nbytes(self) -> int:
@@ -558,8 +551,8 @@ class ServingModel:
         if self._coliked is None or not anchors or weight <= 0:
             return np.zeros(len(live))
         internal = self._item.ids.lookup(list(anchors))
-        rows = self._item.assign[internal[internal >= 0]]
-        return self._coliked.co(rows[rows >= 0], self._item.rows)[live]
+        anchor_rows = self._item.assign[internal[internal >= 0]]
+        return co_at(self._coliked.counts, self._coliked.positives, anchor_rows, live)
 
     def _own_item_bias(self, internal: np.ndarray) -> np.ndarray:
         bias = self._item.bias

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from cel.covisit import WEIGHT, WEIGHTS, Covisitation, co_by_row
+from cel.covisit import WEIGHT, WEIGHTS, Covisitation, co_at
 from cel.idmap import IdMap
 from cel.models import DeepFM
 from cel.online import SIDES, OnlineCEL, OnlineCELConfig
@@ -194,11 +194,9 @@ class CELLearner(Learner):
                                np.cumsum([len(a) for a in anchors])[:-1])
         hits = []
         for k in range(len(who)):
-            co = co_by_row(self.coliked.counts, self.coliked.positives, anchor_rows[k])
-            co = np.append(co, 0.0)  # index -1 and rows without counts: none
-            pool_co = co[np.where((pool_rows >= 0) & (pool_rows < len(co) - 1), pool_rows, -1)]
-            t = int(target_rows[k])
-            target_co = float(co[t if 0 <= t < len(co) - 1 else -1])
+            co = co_at(self.coliked.counts, self.coliked.positives, anchor_rows[k],
+                       np.append(pool_rows, target_rows[k]))
+            pool_co, target_co = co[:-1], float(co[-1])
             base_pool = retrieval_scores(pool_pos, scores[k], model_weight)
             base_target = retrieval_scores(target_pos[k], own[k], model_weight)
             hits.append(self.co_chooser.hits(

@@ -5,7 +5,7 @@ from collections import defaultdict, deque
 import numpy as np
 import pytest
 
-from cel.covisit import Covisitation, co_by_row
+from cel.covisit import Covisitation, co_at
 
 ROWS = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4] * 3)  # row of items 0..29
 
@@ -67,6 +67,9 @@ def test_state_round_trip_changed_rows_and_a_bad_state_is_refused():
 def test_co_sums_the_anchor_rows_and_divides_by_the_root_of_positives():
     counts = np.array([[0.0, 8.0, 2.0], [8.0, 0.0, 0.0], [2.0, 0.0, 4.0]])
     positives = np.array([1.0, 16.0, 4.0])
-    co = co_by_row(counts, positives, np.array([0, 2, 2, 7]))  # 7: not a row, ignored
+    anchors = np.array([0, 2, 2, 7])  # 7: not a row, ignored
+    co = co_at(counts, positives, anchors, np.arange(3))
     assert co.tolist() == pytest.approx([(0 + 2 + 2) / 1, 8 / 4, (2 + 4 + 4) / 2])
-    assert co_by_row(counts, positives, np.array([], np.int64)).tolist() == [0, 0, 0]
+    assert co_at(counts, positives, anchors, np.array([2, -1, 9])).tolist() == \
+        pytest.approx([5.0, 0.0, 0.0])  # no row (-1) or beyond the counts: none
+    assert co_at(counts, positives, np.array([], np.int64), np.arange(3)).tolist() == [0, 0, 0]
