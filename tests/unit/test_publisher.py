@@ -158,6 +158,7 @@ def test_liked_lists_and_co_liked_rows_are_published_and_survive_a_restart():
     assert counts[rx, ry] >= 1 and counts.sum() == (1 if rx == ry else 2)  # (x, y) by a
     assert arrays["item.coliked.positives"].sum() == 3
     produce(log, [Event(user_id="b", item_id="y")])
+    time.sleep(0.02)  # past the publish interval, so the delta is due
     trainer.run_once()
     _, delta = decode_bundle(store.get(KEYS.model_delta(header_version(store), 1)))
     index = delta["item.coliked.index"].tolist()
