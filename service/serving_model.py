@@ -503,12 +503,12 @@ class ServingModel:
             row_part = self.retrieval_weight * raw
             skip = item.ids.lookup(list(exclude)) if exclude else np.zeros(0, np.int64)
             skip = np.unique(skip[skip >= 0])
+            skip_set = set(skip.tolist())  # per-row windows are short: a set beats np.isin
             weight = self.coliked_weight if anchor_weight is None else anchor_weight
             row_part = row_part + weight * np.log1p(self._co_liked(anchors, live, weight))
             stats = RetrievalStats(rows_scored=len(live))
-            heads = [self._members.ranking(int(r), self._quality) for r in live]
-            bound = np.array([row_part[k] + self._quality(h[:1])[0] if len(h) else -np.inf
-                              for k, h in enumerate(heads)])
+            heads, head_quality = self._row_heads(live)
+            bound = row_part + head_quality
             bound[np.isnan(bound)] = np.inf  # a diverged row comes first: the caller sees NaN
             best_ids: list[np.ndarray] = []
             best_raw: list[np.ndarray] = []
@@ -522,7 +522,8 @@ class ServingModel:
                 stats.clusters_expanded += 1
                 stats.members_examined += len(window)
                 if len(skip):
-                    window = window[~np.isin(window, skip)]
+                    window = window[np.fromiter((w not in skip_set for w in window.tolist()),
+                                                bool, len(window))]
                 window = window[:n]
                 if not len(window):
                     continue
@@ -544,6 +545,20 @@ class ServingModel:
             ids = item.ids.external(internal.tolist())
             items = list(zip(ids, scores.tolist(), strict=True))
             return Retrieval(items=items, unknown_user=unknown_user, stats=stats)
+
+    def _row_heads(self, live: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each live row's members, ranked, and its best member's quality (-inf: none):
+        the same for every user until the model changes, so kept until the next delta
+        (at the default 256 rows, recomputing them was most of a request's time)."""
+        cached = self._heads
+        if cached is None or not np.array_equal(cached[0], live):
+            heads = [self._members.ranking(int(r), self._quality) for r in live]
+            tops = np.array([h[0] if len(h) else 0 for h in heads], dtype=np.int64)
+            empty = np.array([not len(h) for h in heads], dtype=bool)
+            quality = np.where(empty, -np.inf, self._quality(tops)) if len(live) \
+                else np.zeros(0)
+            self._heads = cached = (live, heads, quality)
+        return cached[1], cached[2]
 
     def _co_liked(self, anchors: Sequence[str], live: np.ndarray, weight: float
                   ) -> np.ndarray:
@@ -749,6 +764,7 @@ class ServingModel:
         return prior.astype(np.float64)
 
     def _invalidate_caches(self) -> None:
+        self._heads: tuple[np.ndarray, list[np.ndarray], np.ndarray] | None = None
         self._cold_user: int | None = None
         self._priors: dict[str | None, np.ndarray] = {}
 

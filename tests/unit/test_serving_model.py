@@ -266,6 +266,11 @@ def test_member_index_agrees_with_brute_force_over_random_deltas():
             got = [i for i, _ in model.recommend("u", len(items))]
             assert got == by_formula(user, len(items), items=items, table=table,
                                      assign=assign, popularity=pop)
+            # again, from the row heads kept since the delta, leaving some items out
+            excluded = set(got[:3]) | {got[-1], "not-an-item"}
+            top = [i for i, _ in model.recommend("u", 5, exclude=excluded)]
+            assert top == by_formula(user, 5, exclude=excluded, items=items, table=table,
+                                     assign=assign, popularity=pop)
 
 
 COLIKED = np.array([[0.0, 1.0, 8.0], [1.0, 0.0, 0.0], [8.0, 0.0, 2.0]], np.float32)
