@@ -555,8 +555,7 @@ class ServingModel:
             heads = [self._members.ranking(int(r), self._quality) for r in live]
             tops = np.array([h[0] if len(h) else 0 for h in heads], dtype=np.int64)
             empty = np.array([not len(h) for h in heads], dtype=bool)
-            quality = np.where(empty, -np.inf, self._quality(tops)) if len(live) \
-                else np.zeros(0)
+            quality = np.where(empty, -np.inf, self._quality(tops))
             self._heads = cached = (live, heads, quality)
         return cached[1], cached[2]
 
